@@ -290,7 +290,8 @@ def reference_markdown() -> str:
                 continue
             default = field.get_default(call_default_factory=True)
             desc = " ".join((field.description or "").split())
-            rows.append(f"| `{key}` | `{_type_name(field.annotation)}` | `{default!r}` | {desc} |")
+            type_s = _type_name(field.annotation).replace(" | ", " or ")  # a bare | would split the table cell
+            rows.append(f"| `{key}` | `{type_s}` | `{default!r}` | {desc} |")
         if rows:
             out.append(f"\n#### `{prefix.rstrip('.') or 'top level'}`\n")
             out.append("| key | type | default | meaning |\n|---|---|---|---|")
