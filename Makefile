@@ -33,6 +33,7 @@ tiny-policy: install
 	$(PY) -m rl.tiny_policy --build
 
 demo: tiny-policy
+	$(PY) -m rl.warm_start
 	$(PY) -m rl.tiny_policy --check
 	$(PY) rl/train.py --envs $(ENVS)
 

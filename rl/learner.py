@@ -32,6 +32,11 @@ class LearnerConfig(Section):
     """Global gradient-norm clip; 0 disables."""
     autocast_bf16: bool = False
     """bfloat16 autocast for forward/backward (AVX512-BF16 CPUs and GPUs); weights stay in model.dtype."""
+    cpu_affinity: list[int] = []
+    """CPU cores the learner actors are pinned to; empty = no pinning."""
+    mini_batches: int = Field(1, ge=1)
+    """Optimizer steps per train batch. 1 (default, Nemotron 3's on-policy setting) makes the PPO ratio
+    exactly 1 and lets the learner skip the separate old-logprob pass."""
     freeze_router: bool = True
     """Freeze MoE router (gate) weights during RL, as Nemotron 3 did (Nano report 3.2.5)."""
 

@@ -10,14 +10,18 @@ from pydantic import Field
 
 from rl.section import Section
 
-# The tiny policy is built into this directory by `python -m rl.tiny_policy --build` (make demo does it).
+# `python -m rl.tiny_policy --build` writes the randomly initialised tiny policy to TINY_POLICY_INIT_DIR;
+# `python -m rl.warm_start` fine-tunes it into TINY_POLICY_DIR, which `model.path: tiny` means (make demo does both).
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TINY_POLICY_DIR = Path(os.environ.get("POLYRL_TINY_POLICY_DIR", REPO_ROOT / ".cache" / "tiny-policy"))
+_CACHE = Path(os.environ.get("POLYRL_CACHE_DIR", REPO_ROOT / ".cache"))
+TINY_POLICY_INIT_DIR = _CACHE / "tiny-policy-init"
+TINY_POLICY_DIR = _CACHE / "tiny-policy"
 
 
 class ModelConfig(Section):
     path: str = "tiny"
-    """'tiny' for the project's own tiny MoE policy (built offline, see README), or a local HF model directory.
+    """'tiny' for the project's own warm-started tiny MoE policy (built offline, see README), or a local HF
+    model directory.
     Nothing is downloaded at run time: a hub id that is not a local directory is an error."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype for rollouts and learners. float32 on CPU keeps vLLM and transformers logprobs closest."""

@@ -11,8 +11,9 @@ Why Qwen3-MoE and not a DeepSeek-V3 layout with MTP heads (measured on this mach
 So the CPU default has a router (frozen during RL, issue 8) but no MTP heads; n-gram speculation is the CPU
 fallback and the MTP path is kept for GPU configs.
 
-    python -m rl.tiny_policy --build           # build into .cache/tiny-policy unless already there
+    python -m rl.tiny_policy --build           # build into .cache/tiny-policy-init unless already there
     python -m rl.tiny_policy --check           # load in transformers and vLLM, compare (exit 1 on mismatch)
+    python -m rl.warm_start                    # SFT on the environments' references -> .cache/tiny-policy
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rl.model import TINY_POLICY_DIR
+from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 # Printable ASCII plus newline and tab: enough for math, JSON, code and tool calls.
@@ -129,7 +130,7 @@ def build(out: Path, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
     return out
 
 
-def is_built(path: Path = TINY_POLICY_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> bool:
+def is_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> bool:
     marker = Path(path) / BUILD_MARKER
     if not marker.is_file():
         return False
@@ -139,7 +140,7 @@ def is_built(path: Path = TINY_POLICY_DIR, spec: TinyPolicySpec = TinyPolicySpec
         return False
 
 
-def ensure_built(path: Path = TINY_POLICY_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
+def ensure_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
     """Build unless a build of the same spec is already cached at `path`."""
     if not is_built(path, spec):
         build(path, spec)
@@ -220,10 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--build", action="store_true", help="build the tiny policy unless already cached")
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument("--check", action="store_true", help="compare transformers and vLLM on 20 prompts")
-    parser.add_argument("--out", type=Path, default=TINY_POLICY_DIR, help="model directory")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"model directory (default: {TINY_POLICY_INIT_DIR} for --build; for --check the "
+                        f"warm-started {TINY_POLICY_DIR} if present, else the initial one)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     spec = TinyPolicySpec(seed=args.seed)
+    if args.out is None:
+        warm = (TINY_POLICY_DIR / "config.json").is_file()
+        args.out = TINY_POLICY_DIR if (args.check and not (args.build or args.force) and warm) else TINY_POLICY_INIT_DIR
     if args.build or args.force:
         t0 = time.time()
         if args.force or not is_built(args.out, spec):

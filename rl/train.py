@@ -37,7 +37,7 @@ def _check_policy(cfg: PolyrlConfig) -> dict:
     """The policy directory must hold an HF config and tokenizer; nothing is downloaded at run time."""
     path = cfg.model.resolved_path()
     if not (path / "config.json").is_file():
-        hint = "make demo builds it (python -m rl.tiny_policy --build)" if cfg.model.path == "tiny" else (
+        hint = "make demo builds it (python -m rl.tiny_policy --build && python -m rl.warm_start)" if cfg.model.path == "tiny" else (
             "model.path must be a local Hugging Face model directory"
         )
         raise ConfigError(f"model.path={cfg.model.path!r}: no config.json in {path}; {hint}")

@@ -15,10 +15,11 @@ if str(REPO) not in sys.path:
 
 @pytest.fixture(scope="session")
 def tiny_policy_dir() -> Path:
-    from rl.model import TINY_POLICY_DIR
+    """The randomly initialised tiny policy (seconds to build); infrastructure tests need no warm start."""
+    from rl.model import TINY_POLICY_INIT_DIR
     from rl.tiny_policy import ensure_built
 
-    return ensure_built(TINY_POLICY_DIR)
+    return ensure_built(TINY_POLICY_INIT_DIR)
 
 
 @pytest.fixture(scope="session")
