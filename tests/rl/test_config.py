@@ -130,7 +130,8 @@ def test_readme_reference_matches_the_code():
 
 def test_train_cli_prints_and_saves_resolved_config(tmp_path, python, tiny_policy_dir, clean_env):
     out = subprocess.run(
-        [python, "rl/train.py", "--envs", "math", f"run.output_dir={tmp_path}", "run.name=cli", "learner.lr=2e-5"],
+        [python, "rl/train.py", "--envs", "math", f"run.output_dir={tmp_path}", "run.name=cli", "learner.lr=2e-5",
+         f"model.path={tiny_policy_dir}"],
         cwd=REPO, env=clean_env, capture_output=True, text=True, timeout=120,
     )
     assert out.returncode == 0, out.stderr
