@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
 from typing import Literal
 
+import torch
 from pydantic import Field
 
+from rl.loss import LossConfig, count_valid_tokens, policy_loss, token_entropy, token_logprobs
+from rl.model import ModelConfig
 from rl.section import Section
+from rl.types import Sample
 
 
 class LearnerConfig(Section):
@@ -40,3 +47,224 @@ class LearnerConfig(Section):
     freeze_router: bool = True
     """Freeze MoE router (gate) weights during RL, as Nemotron 3 did (Nano report 3.2.5)."""
 
+
+
+# ----------------------------------------------------------------------------------------------- batching
+
+
+def is_router_param(name: str) -> bool:
+    """MoE router (gate) weights: `...mlp.gate.weight` (Qwen3-MoE, DeepSeek-V3), `...router...` (others).
+    Not `gate_proj` / `gate_up_proj`, which are expert weights."""
+    parts = name.split(".")
+    return ("gate" in parts and "mlp" in parts) or any(p in ("router", "routers") for p in parts)
+
+
+def collate(samples: list[Sample], advantages: list[float], pad_id: int = 0) -> dict[str, torch.Tensor]:
+    """Right-padded tensors in 'shifted' coordinates: position t scores token t+1 of prompt + response.
+
+    Returns input_ids/attention [B, L] and, over the L-1 shifted positions, targets, mask (trainable response
+    tokens), logp_rollout; advantages [B]; finished_by_length [B].
+    """
+    width = max(s.num_tokens for s in samples)
+    b = len(samples)
+    input_ids = torch.full((b, width), pad_id, dtype=torch.long)  # [B, L]
+    attention = torch.zeros(b, width, dtype=torch.long)  # [B, L]
+    mask = torch.zeros(b, width - 1, dtype=torch.float32)  # [B, L-1]
+    logp_rollout = torch.zeros(b, width - 1, dtype=torch.float32)  # [B, L-1]
+    for i, s in enumerate(samples):
+        p, r = len(s.prompt_ids), len(s.response_ids)
+        input_ids[i, : p + r] = torch.tensor(s.prompt_ids + s.response_ids)
+        attention[i, : p + r] = 1
+        # response token k sits at position p+k and is scored at shifted position p+k-1
+        mask[i, p - 1 : p - 1 + r] = torch.tensor(s.loss_mask, dtype=torch.float32)
+        logp_rollout[i, p - 1 : p - 1 + r] = torch.tensor(s.logprobs, dtype=torch.float32)
+    return {
+        "input_ids": input_ids,
+        "attention": attention,
+        "targets": input_ids[:, 1:],  # [B, L-1]
+        "mask": mask,
+        "logp_rollout": logp_rollout,
+        "advantages": torch.tensor(advantages, dtype=torch.float32),  # [B]
+        "finished_by_length": torch.tensor([s.finish_reason == "length" for s in samples]),  # [B]
+    }
+
+
+def _slice(batch: dict, start: int, end: int) -> dict:
+    out = {k: v[start:end] for k, v in batch.items()}
+    # trim right padding of this micro-batch: fewer positions, same values
+    width = int(out["attention"].sum(1).max()) if len(out["attention"]) else 1
+    for k in ("input_ids", "attention"):
+        out[k] = out[k][:, :width]
+    for k in ("targets", "mask", "logp_rollout"):
+        out[k] = out[k][:, : width - 1]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- the actor
+
+
+class Learner:
+    """One DeepSpeed rank. Rank 0 also exports weights for the rollout workers and writes HF checkpoints."""
+
+    def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int, model_cfg: ModelConfig,
+                 cfg: LearnerConfig, loss_cfg: LossConfig, seed: int):
+        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
+                           "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+        if cfg.cpu_affinity:
+            os.sched_setaffinity(0, set(cfg.cpu_affinity))
+            torch.set_num_threads(len(cfg.cpu_affinity))
+        import deepspeed
+        from transformers import AutoModelForCausalLM
+
+        self.rank, self.world_size, self.cfg, self.loss_cfg = rank, world_size, cfg, loss_cfg
+        gpu = torch.cuda.is_available() and cfg.num_gpus > 0
+        backend = cfg.dist_backend if cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
+        deepspeed.init_distributed(dist_backend=backend)
+        torch.manual_seed(seed)
+        self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+        dtype = getattr(torch, model_cfg.dtype)
+        model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
+        self.frozen = []
+        if cfg.freeze_router:
+            for name, p in model.named_parameters():
+                if is_router_param(name):
+                    p.requires_grad_(False)
+                    self.frozen.append(name)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
+            "gradient_accumulation_steps": 1,
+            # the number of micro-batches varies per step (dropped groups, ranks' shards): backward() only
+            # accumulates and step() is the boundary that reduces gradients and updates (DeepSpeed >= 0.19)
+            "managed_gradient_accumulation": False,
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {"stage": cfg.zero_stage},
+            "optimizer": {"type": "AdamW", "params": {"lr": cfg.lr, "betas": list(cfg.betas),
+                                                      "weight_decay": cfg.weight_decay, "torch_adam": True}},
+            "bf16": {"enabled": model_cfg.dtype == "bfloat16"},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
+        self.version = 0
+        self.busy_seconds = 0.0
+        self.started = time.time()
+
+    def ready(self) -> dict:
+        return {"rank": self.rank, "frozen": self.frozen, "device": str(self.device)}
+
+    # -- one optimizer step per mini-batch ---------------------------------------------------------
+    def _logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        with torch.set_grad_enabled(grad), torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16
+        ):
+            logits = self.engine(input_ids=mb["input_ids"].to(self.device),
+                                 attention_mask=mb["attention"].to(self.device)).logits  # [B, L, V]
+        logits = logits[:, :-1]  # [B, L-1, V]: position t predicts token t+1
+        logp = token_logprobs(logits, mb["targets"].to(self.device))  # [B, L-1]
+        with torch.no_grad():
+            entropy = token_entropy(logits.detach()) if grad else None  # [B, L-1]
+        return logp, entropy
+
+    def train_step(self, batch: dict, version: int) -> dict:
+        """batch: this rank's shard from `collate`. All ranks must call with the same number of micro-batches
+        (`num_micro` in the batch). Returns loss metrics summed over tokens plus timing."""
+        t0 = time.time()
+        cfg, mbs = self.cfg, self.cfg.micro_batch_size
+        n = len(batch["advantages"])
+        num_micro = int(batch.pop("num_micro"))
+        # logp_old: the learner's logprobs before the update (masked IS compares them with vLLM's)
+        logp_old = torch.zeros_like(batch["logp_rollout"])  # [B, L-1]
+        for i in range(0, n, mbs):
+            mb = _slice(batch, i, i + mbs)
+            lp, _ = self._logprobs(mb, grad=False)
+            logp_old[i : i + mbs, : lp.shape[1]] = lp.float().cpu()
+        local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
+                                         finished_by_length=batch["finished_by_length"]) if n else 0
+        total = torch.tensor([float(local_valid)])
+        if self.world_size > 1:
+            torch.distributed.all_reduce(total)
+        total_valid = int(total.item())
+        sums: dict[str, float] = {}
+        weight_total = 0.0
+        mini = max(1, min(cfg.mini_batches, num_micro))
+        per_mini = -(-num_micro // mini)
+        for m in range(mini):
+            for j in range(m * per_mini, min(num_micro, (m + 1) * per_mini)):
+                lo = j * mbs
+                if lo < n and total_valid > 0:
+                    mb = _slice(batch, lo, lo + mbs)
+                    width = mb["mask"].shape[1]
+                    logp_new, entropy = self._logprobs(mb, grad=True)
+                    loss, metrics = policy_loss(
+                        logp_new, logp_old[lo : lo + mbs, :width].to(self.device), mb["logp_rollout"].to(self.device),
+                        mb["advantages"].to(self.device), mb["mask"].to(self.device), self.loss_cfg,
+                        finished_by_length=mb["finished_by_length"].to(self.device), total_valid_tokens=total_valid,
+                        entropy=entropy,
+                    )
+                    weight = max(metrics.get("valid_tokens", 0.0), 0.0)
+                    weight_total += weight
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + (v if k in ("valid_tokens", "overlong_dropped_sequences") else v * weight)
+                    sums["sequences"] = sums.get("sequences", 0.0) + len(mb["advantages"])
+                else:
+                    # this rank has no data for the micro-batch; ZeRO collectives still need a backward
+                    loss = sum(p.sum() for p in self.engine.module.parameters() if p.requires_grad) * 0.0
+                # DeepSpeed averages gradients over data-parallel ranks; the loss is already normalised by the
+                # whole batch's valid tokens, so scale back up to a sum over ranks
+                self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
+            self.engine.step()
+        self.version = version
+        # token-weighted means of the per-micro-batch metrics (counts stay sums)
+        for k in list(sums):
+            if k not in ("valid_tokens", "overlong_dropped_sequences", "sequences"):
+                sums[k] = sums[k] / weight_total if weight_total else 0.0
+        seconds = time.time() - t0
+        self.busy_seconds += seconds
+        sums["total_valid_tokens"] = float(total_valid)
+        sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
+        sums["seconds"] = seconds
+        sums["tokens"] = float(batch["attention"].sum())
+        return sums
+
+    # -- weights out ---------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """Full weights under checkpoint names (HF's fused MoE tensors reverted), CPU, model dtype."""
+        from transformers.modeling_utils import revert_weight_conversion
+
+        module = self.engine.module
+        if self.cfg.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
+                state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+        else:
+            state = {k: v.detach().cpu() for k, v in module.state_dict().items()}
+        return {k: v.contiguous() for k, v in revert_weight_conversion(module, state).items()}
+
+    def save_hf(self, path: str) -> str:
+        """The policy in Hugging Face format (loads in transformers and vLLM); rank 0 writes."""
+        from transformers import AutoTokenizer
+
+        state = self.state_dict()
+        if self.rank == 0:
+            out = Path(path)
+            out.mkdir(parents=True, exist_ok=True)
+            self.engine.module.save_pretrained(out, state_dict=None if self.cfg.zero_stage != 3 else state)
+            src = Path(self.engine.module.name_or_path)
+            AutoTokenizer.from_pretrained(src).save_pretrained(out)
+        return path
+
+    def save_state(self, path: str, tag: str) -> None:
+        """Optimizer + model state for exact resume (DeepSpeed checkpoint, every rank writes its shard)."""
+        self.engine.save_checkpoint(path, tag=tag)
+
+    def load_state(self, path: str, tag: str) -> None:
+        self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+
+    def parameter_fingerprint(self) -> dict[str, float]:
+        """Sum of each parameter (tests: frozen router unchanged, others moved)."""
+        return {n: float(p.detach().double().sum()) for n, p in self.engine.module.named_parameters()}
+
+    def stats(self) -> dict:
+        return {"busy_seconds": self.busy_seconds, "alive_seconds": time.time() - self.started}

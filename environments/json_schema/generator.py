@@ -1,0 +1,187 @@
+"""Deterministic generator of JSON Schema tasks: (schema, valid example) pairs at three difficulties.
+
+Sized for the tiny policy (a character-level model with a 512-character context, warm-started by SFT on the
+example instances): short keys, short values, the schema as compact JSON, and hard length caps
+(PROMPT_LIMITS, EXAMPLE_LIMIT) so prompt + reference + chat markers always fit.
+
+- easy:   flat object, 1-2 required keys of simple types (integer, number, string, boolean);
+- medium: 3-4 keys, at least one enum / integer range / typed array, some keys optional;
+- hard:   3-4 keys, at least two of: nested object, string format (date, email, ipv4), $ref into $defs,
+          array with minItems, string pattern.
+
+Task (difficulty, index) draws from its own RNG seeded by (seed, difficulty, index), so a task id names the
+same task whatever num_tasks is, in every process.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from typing import Any, Callable
+
+from environments.json_schema.records import PROMPT_PREFIX, compact
+
+DIFFICULTIES = ("easy", "medium", "hard")
+PROMPT_LIMITS = {"easy": 160, "medium": 250, "hard": 380}  # characters, prefix included
+EXAMPLE_LIMIT = 110  # characters of the reference response
+_MAX_DRAWS = 200  # a draw over the limits is redrawn from the same RNG stream (hard: ~1 in 4 is)
+
+KEYS = ("id", "name", "age", "ok", "qty", "tag", "code", "city", "note", "rank", "size", "kind", "mode",
+        "year", "cost", "score", "step", "color", "lang", "unit")
+OBJECT_KEYS = ("user", "item", "meta", "pos", "owner", "dim")
+WORDS = ("red", "blue", "ann", "bob", "oak", "sky", "tea", "max", "ivy", "sun", "fox", "jam")
+SIMPLE_TYPES = ("integer", "number", "string", "boolean")
+
+Field = tuple[dict, Any]  # (sub-schema, a value valid under it)
+
+
+def _simple_value(rng: random.Random, type_: str) -> Any:
+    if type_ == "integer":
+        return rng.randint(0, 99)
+    if type_ == "number":
+        return rng.randint(0, 999) / 10  # one decimal: short and exact in JSON
+    if type_ == "string":
+        return rng.choice(WORDS)
+    return rng.random() < 0.5
+
+
+def _simple(rng: random.Random) -> Field:
+    type_ = rng.choice(SIMPLE_TYPES)
+    return {"type": type_}, _simple_value(rng, type_)
+
+
+# ---- medium features
+
+
+def _enum(rng: random.Random) -> Field:
+    options = rng.sample(WORDS, rng.randint(2, 3))
+    return {"enum": options}, rng.choice(options)
+
+
+def _range(rng: random.Random) -> Field:
+    low = rng.randint(0, 50)
+    high = low + rng.randint(1, 50)
+    return {"type": "integer", "minimum": low, "maximum": high}, rng.randint(low, high)
+
+
+def _array(rng: random.Random) -> Field:
+    type_ = rng.choice(("integer", "string", "number"))
+    return ({"type": "array", "items": {"type": type_}},
+            [_simple_value(rng, type_) for _ in range(rng.randint(1, 3))])
+
+
+# ---- hard features
+
+
+def _nested(rng: random.Random) -> Field:
+    keys = rng.sample(KEYS, rng.randint(1, 2))
+    fields = [_simple(rng) for _ in keys]
+    schema = {"type": "object", "properties": {k: s for k, (s, _) in zip(keys, fields)}, "required": keys}
+    return schema, {k: v for k, (_, v) in zip(keys, fields)}
+
+
+def _format(rng: random.Random) -> Field:
+    fmt = rng.choice(("date", "email", "ipv4"))
+    if fmt == "date":
+        value = f"20{rng.randint(10, 29)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}"
+    elif fmt == "email":
+        value = f"{rng.choice(WORDS)}@{rng.choice(WORDS)}.{rng.choice(('com', 'io', 'org'))}"
+    else:
+        value = f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    return {"type": "string", "format": fmt}, value
+
+
+def _chars(rng: random.Random, alphabet: str, n: int) -> str:
+    return "".join(rng.choice(alphabet) for _ in range(n))
+
+
+# (pattern, sampler of a matching string). Character classes only: no backslashes for the policy to escape.
+PATTERNS: tuple[tuple[str, Callable[[random.Random], str]], ...] = (
+    ("^[a-z]{3}$", lambda r: _chars(r, string.ascii_lowercase, 3)),
+    ("^[A-Z]{2}[0-9]{2}$", lambda r: _chars(r, string.ascii_uppercase, 2) + _chars(r, string.digits, 2)),
+    ("^[0-9]{4}$", lambda r: _chars(r, string.digits, 4)),
+    ("^[a-z]+-[0-9]+$", lambda r: r.choice(WORDS) + "-" + str(r.randint(0, 99))),
+    ("^#[0-9a-f]{6}$", lambda r: "#" + _chars(r, "0123456789abcdef", 6)),
+)
+
+
+def _pattern(rng: random.Random) -> Field:
+    pattern, sample = rng.choice(PATTERNS)
+    return {"type": "string", "pattern": pattern}, sample(rng)
+
+
+def _min_items(rng: random.Random) -> Field:
+    type_ = rng.choice(("integer", "string"))
+    n = rng.randint(2, 3)
+    return ({"type": "array", "items": {"type": type_}, "minItems": n},
+            [_simple_value(rng, type_) for _ in range(n)])
+
+
+_MEDIUM = (_enum, _range, _array)
+_HARD = (_nested, _format, "ref", _min_items, _pattern)
+
+
+def _draw(rng: random.Random, difficulty: str) -> tuple[dict, dict]:
+    if difficulty == "easy":
+        kinds = [_simple] * rng.randint(1, 2)
+        p_required = 1.0
+    elif difficulty == "medium":
+        n = rng.randint(3, 4)
+        kinds = [rng.choice(_MEDIUM)] + [rng.choice((_simple, _simple) + _MEDIUM) for _ in range(n - 1)]
+        p_required = 0.7
+    else:
+        n = rng.randint(3, 4)
+        kinds = rng.sample(_HARD, 2) + [rng.choice((_simple,) + _MEDIUM + _HARD) for _ in range(n - 2)]
+        p_required = 0.8
+    rng.shuffle(kinds)
+
+    schema: dict[str, Any] = {"type": "object", "properties": {}}
+    example: dict[str, Any] = {}
+    defs: dict[str, dict] = {}
+    plain_keys = iter(rng.sample(KEYS, len(KEYS)))
+    object_keys = iter(rng.sample(OBJECT_KEYS, len(OBJECT_KEYS)))
+    for kind in kinds:
+        if kind == "ref":
+            # A named definition, referenced by the property of the same name: one $defs entry per task.
+            if defs:
+                kind = _nested
+            else:
+                key = next(object_keys)
+                sub, value = rng.choice((_nested, _pattern, _enum))(rng)
+                defs[key] = sub
+                schema["properties"][key] = {"$ref": f"#/$defs/{key}"}
+                example[key] = value
+                continue
+        key = next(object_keys) if kind is _nested else next(plain_keys)
+        sub, value = kind(rng)
+        schema["properties"][key] = sub
+        example[key] = value
+    keys = list(schema["properties"])
+    required = [k for k in keys if rng.random() < p_required] or [rng.choice(keys)]
+    schema["required"] = required
+    if defs:
+        schema["$defs"] = defs
+    return schema, example
+
+
+def generate(seed: int, difficulty: str, index: int) -> tuple[dict, str]:
+    """(schema, compact JSON of a valid example) of task `index` at `difficulty`; pure in its arguments.
+
+    >>> schema, example = generate(0, "easy", 0)
+    >>> generate(0, "easy", 0) == (schema, example)
+    True
+    >>> sorted(schema["properties"]) == sorted(__import__("json").loads(example))
+    True
+    """
+    if difficulty not in PROMPT_LIMITS:
+        raise ValueError(f"unknown difficulty {difficulty!r}; use one of {DIFFICULTIES}")
+    # A string seed is hashed with SHA-512 by random.Random: stable across processes and Python versions.
+    rng = random.Random(f"json_schema/{seed}/{difficulty}/{index}")
+    for _ in range(_MAX_DRAWS):
+        schema, example = _draw(rng, difficulty)
+        example_json = compact(example)
+        prompt_chars = len(PROMPT_PREFIX) + len(compact(schema))
+        if prompt_chars <= PROMPT_LIMITS[difficulty] and len(example_json) <= EXAMPLE_LIMIT:
+            return schema, example_json
+    raise RuntimeError(f"json_schema generator: no {difficulty} schema within the length limits after "
+                       f"{_MAX_DRAWS} draws (task {index}); raise PROMPT_LIMITS or shorten the vocabularies")
