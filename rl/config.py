@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from curricula.config import CurriculumConfig
 from environments.config import EnvConfig
+from rl.evaluate import EvalConfig
 from rl.learner import LearnerConfig
 from rl.loss import LossConfig
 from rl.model import REPO_ROOT, ModelConfig
@@ -76,6 +77,8 @@ class PolyrlConfig(Section):
     """GRPO loss and importance sampling."""
     curriculum: CurriculumConfig = CurriculumConfig()
     """Task sampling."""
+    eval: EvalConfig = EvalConfig()
+    """Held-out evaluation."""
     envs: dict[str, EnvConfig] = {"math": EnvConfig(), "json_schema": EnvConfig()}
     """Environments by registered plugin name; `--envs a,b` keeps exactly these."""
 

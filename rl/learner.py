@@ -39,6 +39,8 @@ class LearnerConfig(Section):
     """Global gradient-norm clip; 0 disables."""
     autocast_bf16: bool = False
     """bfloat16 autocast for forward/backward (AVX512-BF16 CPUs and GPUs); weights stay in model.dtype."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources each actor requires, to place this role on chosen nodes (e.g. {"rollout_node": 1})."""
     cpu_affinity: list[int] = []
     """CPU cores the learner actors are pinned to; empty = no pinning."""
     mini_batches: int = Field(1, ge=1)
@@ -106,17 +108,31 @@ def _slice(batch: dict, start: int, end: int) -> dict:
 class Learner:
     """One DeepSpeed rank. Rank 0 also exports weights for the rollout workers and writes HF checkpoints."""
 
-    def __init__(self, rank: int, world_size: int, master_addr: str, master_port: int, model_cfg: ModelConfig,
-                 cfg: LearnerConfig, loss_cfg: LossConfig, seed: int):
-        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
-                           "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    def __init__(self, rank: int, world_size: int, model_cfg: ModelConfig, cfg: LearnerConfig, loss_cfg: LossConfig,
+                 seed: int):
+        self.rank, self.world_size, self.cfg, self.loss_cfg = rank, world_size, cfg, loss_cfg
+        self.model_cfg, self.seed = model_cfg, seed
         if cfg.cpu_affinity:
             os.sched_setaffinity(0, set(cfg.cpu_affinity))
             torch.set_num_threads(len(cfg.cpu_affinity))
+
+    def address(self) -> tuple[str, int]:
+        """A free port on this actor's node: rank 0 hosts the torch.distributed rendezvous."""
+        import socket
+
+        import ray
+
+        with socket.socket() as sock:
+            sock.bind(("", 0))
+            return ray.util.get_node_ip_address(), sock.getsockname()[1]
+
+    def setup(self, master_addr: str, master_port: int) -> dict:
+        """Join the process group (all ranks call this concurrently) and build the DeepSpeed engine."""
+        rank, world_size, cfg, model_cfg, seed = self.rank, self.world_size, self.cfg, self.model_cfg, self.seed
+        os.environ.update({"MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port), "RANK": str(rank),
+                           "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
         import deepspeed
         from transformers import AutoModelForCausalLM
-
-        self.rank, self.world_size, self.cfg, self.loss_cfg = rank, world_size, cfg, loss_cfg
         gpu = torch.cuda.is_available() and cfg.num_gpus > 0
         backend = cfg.dist_backend if cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
         deepspeed.init_distributed(dist_backend=backend)
@@ -149,9 +165,7 @@ class Learner:
         self.version = 0
         self.busy_seconds = 0.0
         self.started = time.time()
-
-    def ready(self) -> dict:
-        return {"rank": self.rank, "frozen": self.frozen, "device": str(self.device)}
+        return {"rank": self.rank, "frozen": self.frozen, "device": str(self.device), "backend": backend}
 
     # -- one optimizer step per mini-batch ---------------------------------------------------------
     def _logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:

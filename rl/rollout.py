@@ -47,6 +47,8 @@ class RolloutConfig(Section):
     """Speculative decoding settings."""
     engine_kwargs: dict[str, Any] = {}
     """Extra keyword arguments passed to vllm.LLM unchanged (e.g. tensor_parallel_size on GPUs)."""
+    resources: dict[str, float] = {}
+    """Custom Ray resources each actor requires, to place this role on chosen nodes (e.g. {"rollout_node": 1})."""
     cpu_affinity: list[int] = []
     """CPU cores the rollout actors are pinned to (vLLM's OpenMP threads too); empty = no pinning. The tiny
     CPU config pins rollouts to core 0 and learners to core 1, as disjoint GPU pools would be."""

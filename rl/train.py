@@ -5,8 +5,8 @@
     RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
         python rl/train.py --envs math,json_schema                  # an existing Ray cluster
 
-State of the build: config, run directory and policy checks are here (issue 2); environment servers
-(issue 3) and the asynchronous GRPO loop (issue 4) plug into `setup` and `run`.
+Setup creates one role at a time (_create_env_servers, _create_learners, _create_rollout_workers); the loop
+itself is rl/orchestrator.py.
 """
 
 from __future__ import annotations
@@ -45,6 +45,121 @@ def _check_policy(cfg: PolyrlConfig) -> dict:
     return {"path": str(path), "architecture": (hf_config.get("architectures") or ["?"])[0]}
 
 
+# ----------------------------------------------------------------------------------------------- setup
+
+
+def _init_ray(cfg: PolyrlConfig) -> bool:
+    """Join the job's cluster under `ray job submit` (RAY_ADDRESS), cluster.address if set, else start a local
+    Ray. Returns True when this process started Ray (and so shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    kwargs = {"namespace": cfg.cluster.namespace, "log_to_driver": True}
+    if cfg.cluster.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=cfg.cluster.address or os.environ["RAY_ADDRESS"], **kwargs)
+        return False
+    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
+    return True
+
+
+def _create_env_servers(cfg: PolyrlConfig, log) -> tuple[dict, list]:
+    """Start a local server per environment without a URL; connect to the others. Plugins resolve by name."""
+    from environments.client import EnvClient
+    from environments.registry import load
+    from environments.serve import start_local
+
+    clients, servers = {}, []
+    for name, env_cfg in cfg.envs.items():
+        url = env_cfg.url
+        if url is None:
+            load(name)  # fails here, with the installed names, if the plugin is missing
+            server = start_local(name, options=env_cfg.options, seed=cfg.run.seed)
+            servers.append(server)
+            url = server.url
+        clients[name] = EnvClient.from_config(name, env_cfg, url=url)
+        log(f"environment {name}: {url}")
+    return clients, servers
+
+
+def _placement(role_cfg) -> dict:
+    opts = {"num_cpus": role_cfg.num_cpus, "num_gpus": role_cfg.num_gpus}
+    if role_cfg.resources:
+        opts["resources"] = dict(role_cfg.resources)
+    return opts
+
+
+def _create_rollout_workers(cfg: PolyrlConfig) -> list:
+    import ray
+
+    from rl.rollout import RolloutWorker
+
+    actor = ray.remote(RolloutWorker)
+    workers = [actor.options(**_placement(cfg.rollout), max_restarts=0).remote(cfg.model, cfg.rollout, cfg.run.seed, i)
+               for i in range(cfg.rollout.num_workers)]
+    ray.get([w.ready.remote() for w in workers])
+    return workers
+
+
+def _create_learners(cfg: PolyrlConfig) -> list:
+    import ray
+
+    from rl.learner import Learner
+
+    actor = ray.remote(Learner)
+    n = cfg.learner.num_learners
+    learners = [actor.options(**_placement(cfg.learner)).remote(r, n, cfg.model, cfg.learner, cfg.loss, cfg.run.seed)
+                for r in range(n)]
+    addr, port = ray.get(learners[0].address.remote())  # rank 0's node hosts the rendezvous
+    ray.get([lr.setup.remote(addr, port) for lr in learners])
+    return learners
+
+
+# ----------------------------------------------------------------------------------------------- run
+
+
+def run(cfg: PolyrlConfig, resume: bool = False, log=print) -> dict:
+    """setup -> run -> cleanup; returns the run summary (also written to <run dir>/summary.json)."""
+    import asyncio
+
+    import ray
+
+    from rl.orchestrator import Orchestrator, Roles
+
+    started_ray = _init_ray(cfg)
+    roles = Roles(rollout=[], learners=[], clients={})
+    try:
+        roles.clients, roles.servers = _create_env_servers(cfg, log)
+        roles.learners = _create_learners(cfg)
+        roles.rollout = _create_rollout_workers(cfg)
+        log(f"ray: {len(roles.rollout)} rollout worker(s), {len(roles.learners)} learner(s) ready")
+        orch = Orchestrator(cfg, roles, cfg.run_dir, log=log)
+
+        async def main_loop() -> dict:
+            await orch.load_tasks()
+            start = await orch.restore() if resume else 0
+            summary = await orch.run(start)
+            for c in roles.clients.values():
+                await c.aclose()
+            return summary
+
+        summary = asyncio.run(main_loop())
+        export = cfg.run_dir / "final"
+        ray.get(roles.learners[0].save_hf.remote(str(export)))
+        summary["export"] = str(export)
+        summary["client_metrics"] = {n: dict(c.metrics) for n, c in roles.clients.items()}
+        (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        orch.metrics.close()
+        return summary
+    finally:
+        for actor in roles.rollout + roles.learners:
+            ray.kill(actor)
+        for server in roles.servers:
+            server.stop()
+        if started_ray:
+            ray.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         cfg, args = parse_config(argv)
@@ -59,9 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"policy: {policy['architecture']} at {policy['path']}")
-    print(f"environments: {', '.join(cfg.envs)}")
-    print("training loop: not in this build yet (asynchronous GRPO, issue 4); config and policy checked.")
+    print(f"policy: {policy['architecture']} at {policy['path']}", flush=True)
+    summary = run(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+    print(f"done: {summary['steps']} steps; final held-out eval {json.dumps(summary['final_eval'])}; "
+          f"policy exported to {summary['export']}; TensorBoard: tensorboard --logdir {cfg.run_dir / 'tensorboard'}")
     return 0
 
 
