@@ -1,7 +1,7 @@
 """Environment plugin tools.
 
     python -m environments list [--tasks]      installed plugins: name, version, multi_turn, module
-    python -m environments new NAME [--dir .]  a ready-to-install plugin package (see environments/PLUGINS.md)
+    python -m environments new NAME [--dir .]  a ready-to-install plugin package (see the README, "Add a verifier as an environment plugin")
 """
 
 from __future__ import annotations

@@ -113,7 +113,8 @@ class Orchestrator:
             by_env.setdefault(t.env, []).append(i)
 
         async def one_env(env: str, idx: list[int]):
-            items = [VerifyItem(task_id=tasks[i].task_id, response=s.response_text) for i in idx for s in groups[i]]
+            items = [VerifyItem(task_id=tasks[i].task_id, response=s.response_text, session_id=s.session_id)
+                     for i in idx for s in groups[i]]
             return env, idx, await self.roles.clients[env].verify(items)
 
         scored: dict[int, ScoredGroup] = {}
@@ -179,7 +180,9 @@ class Orchestrator:
         return futures, export_s
 
     # ------------------------------------------------------------------------------------------ the loop
-    async def run(self, start_step: int = 0) -> dict:
+    async def run(self, start_step: int = 0, stop_after: int | None = None) -> dict:
+        """Train from start_step to run.steps. `stop_after` ends the loop abruptly after that step, without the
+        final evaluation and checkpoint, as a kill would (fault-injection tests of resume)."""
         cfg = self.cfg
         self.step = start_step
         inflight: deque[tuple[list[Task], asyncio.Task]] = deque()
@@ -215,6 +218,10 @@ class Orchestrator:
                 await self.checkpoint()
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.run.steps:
                 await self.evaluate(self.step)
+            if stop_after is not None and self.step >= stop_after:
+                for _, fut in inflight:
+                    fut.cancel()
+                return {"steps": self.step, "killed": True, **self.counters}
         if sync_futures:
             await asyncio.gather(*sync_futures)
         self.pending_tasks.clear()
@@ -275,6 +282,8 @@ class Orchestrator:
         })
         scalars["time/step_seconds"] = step_time
         self.metrics.log(self.step, scalars, {"buffer/staleness": staleness})
+        with open(self.run_dir / "batches.jsonl", "a") as f:  # the data position, step by step (resume audits)
+            f.write(json.dumps({"step": self.step, "tasks": [t.key for t in batch.tasks]}) + "\n")
         self.history.append(scalars)
         envs = "  ".join(f"{e} {scalars.get(f'env/{e}/reward', 0):.2f}" for e in self.cfg.envs)
         self.log(f"step {self.step:4d}/{self.cfg.run.steps}  reward {envs}  loss {stats.get('pg_loss', 0):+.4f}  "

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from rl.model import ModelConfig
 from rl.section import Section
-from rl.types import Sample, Task
+from rl.types import Sample, Task, Turn
 
 
 class SpeculativeConfig(Section):
@@ -35,6 +35,8 @@ class RolloutConfig(Section):
     """Top-k sampling, -1 for off (same caveat as top_p)."""
     max_new_tokens: int = Field(64, ge=1)
     """Response length limit per turn; samples cut here have finish_reason 'length'."""
+    max_turns: int = Field(4, ge=1)
+    """Multi-turn environments: assistant turns per episode (a task's meta.max_turns overrides)."""
     stop: list[str] = []
     """Extra stop strings (environments may add their own through Task.meta)."""
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
@@ -168,11 +170,18 @@ class RolloutWorker:
         from vllm.inputs import TokensPrompt
 
         t0 = time.time()
-        prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(t)) for t in tasks]
-        params = [self.sampling_params(n, t) for t in tasks]
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        groups, tokens = [], 0
-        for task, out in zip(tasks, outputs):
+        single = [i for i, t in enumerate(tasks) if not t.meta.get("multi_turn")]
+        multi = [i for i, t in enumerate(tasks) if t.meta.get("multi_turn")]
+        by_index: dict[int, list[Sample]] = {}
+        if multi:
+            for i, group in zip(multi, self._episodes([tasks[i] for i in multi], n)):
+                by_index[i] = group
+        prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(tasks[i])) for i in single]
+        params = [self.sampling_params(n, tasks[i]) for i in single]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False) if single else []
+        tokens = sum(len(s.response_ids) for g in by_index.values() for s in g)
+        for i, out in zip(single, outputs):
+            task = tasks[i]
             group = []
             for j, c in enumerate(out.outputs):
                 ids = list(c.token_ids)
@@ -193,10 +202,99 @@ class RolloutWorker:
                     )
                 )
                 tokens += len(ids)
-            groups.append(group)
+            by_index[i] = group
+        groups = [by_index[i] for i in range(len(tasks))]
         seconds = time.time() - t0
         self.busy_seconds += seconds
         return {"groups": groups, "tokens": tokens, "seconds": seconds, "version": self.version, "worker": self.index}
+
+    # -- multi-turn ----------------------------------------------------------------------------------
+    def set_environments(self, urls: dict[str, dict]) -> None:
+        """Where multi-turn episodes run: {env: {"url": ..., "timeout_s": ..., "retries": ..., "secret": ...}}."""
+        from environments.client import SyncEnvClient
+
+        self.env_clients = {name: SyncEnvClient(name, c["url"], timeout_s=c.get("timeout_s", 30.0),
+                                                retries=c.get("retries", 3), secret=c.get("secret"))
+                            for name, c in urls.items()}
+
+    def _episodes(self, tasks: list[Task], n: int) -> list[list[Sample]]:
+        """n episodes per task, all advanced turn by turn in lockstep (one batched vLLM call per turn).
+
+        A turn ends at `</tool_call>`, at <eos> (the final answer: episode over) or at the length limit. The
+        turn's text goes to the environment's /step; its observation is appended as a `<|tool|>` message
+        followed by a new `<|assistant|>` marker. Observation tokens are masked out of the loss (loss_mask 0).
+        """
+        from vllm.inputs import TokensPrompt
+
+        eps = []
+        for t_index, task in enumerate(tasks):
+            client = getattr(self, "env_clients", {}).get(task.env)
+            if client is None:
+                raise RuntimeError(f"multi-turn task {task.key}: no URL for environment {task.env!r}; "
+                                   "call set_environments first")
+            for j in range(n):
+                reset = client.reset(task.task_id)
+                prompt = self.prompt_ids(task)
+                ep = {"task": task, "t": t_index, "j": j, "client": client, "session": reset.session_id, "prompt": prompt,
+                      "ids": [], "lps": [], "mask": [], "turns": [], "done": False, "finish": "stop",
+                      "final": "", "max_turns": int(task.meta.get("max_turns") or self.cfg.max_turns), "n_turns": 0}
+                if reset.observation:
+                    self._append_observation(ep, reset.observation, first=True)
+                eps.append(ep)
+        budget = self.llm.llm_engine.model_config.max_model_len
+        while active := [e for e in eps if not e["done"]]:
+            params = []
+            for e in active:
+                room = budget - len(e["prompt"]) - len(e["ids"])
+                params.append(self.sampling_params(1, e["task"], max_tokens=max(1, min(room, self._turn_tokens(e["task"])))))
+                params[-1].stop = list(params[-1].stop or []) + ["</tool_call>"]
+            outs = self.llm.generate([TokensPrompt(prompt_token_ids=e["prompt"] + e["ids"]) for e in active], params,
+                                     use_tqdm=False)
+            for e, out in zip(active, outs):
+                c = out.outputs[0]
+                ids = list(c.token_ids)
+                start = len(e["ids"])
+                e["ids"] += ids
+                e["lps"] += [min(0.0, float(c.logprobs[t][tok].logprob)) for t, tok in enumerate(ids)]
+                e["mask"] += [1] * len(ids)
+                e["turns"].append(Turn(role="assistant", start=start, end=len(e["ids"]), text=c.text))
+                e["n_turns"] += 1
+                e["final"] = c.text
+                called_tool = "</tool_call>" in c.text
+                if c.finish_reason == "length" and len(e["prompt"]) + len(e["ids"]) >= budget - 1:
+                    e["done"], e["finish"] = True, "length"
+                elif not called_tool and c.finish_reason == "stop":
+                    e["done"] = True  # <eos>: the final answer
+                elif e["n_turns"] >= e["max_turns"]:
+                    e["done"], e["finish"] = True, "length"
+                else:
+                    step = e["client"].step(e["session"], c.text)
+                    self._append_observation(e, step.observation)
+                    if step.done:
+                        e["done"] = True
+                    elif len(e["prompt"]) + len(e["ids"]) >= budget - 8:
+                        e["done"], e["finish"] = True, "length"
+        groups: dict[int, list[Sample]] = {}
+        for e in eps:
+            groups.setdefault(e["t"], []).append(Sample(
+                env=e["task"].env, task_id=e["task"].task_id, sample_index=e["j"], prompt_ids=tuple(e["prompt"]),
+                response_ids=tuple(e["ids"]), logprobs=tuple(e["lps"]), loss_mask=tuple(e["mask"]),
+                response_text=e["final"], policy_version=self.version, finish_reason=e["finish"],
+                turns=tuple(e["turns"]), session_id=e["session"]))
+        return [groups[i] for i in range(len(tasks))]
+
+    def _turn_tokens(self, task: Task) -> int:
+        return int(task.meta.get("max_new_tokens") or self.cfg.max_new_tokens)
+
+    def _append_observation(self, ep: dict, observation: str, first: bool = False) -> None:
+        """Observation as a tool message, then the assistant marker again; masked out of the loss."""
+        text = ("" if first else "\n") + "<|tool|>" + observation + "\n<|assistant|>"
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        start = len(ep["ids"])
+        ep["ids"] += ids
+        ep["lps"] += [0.0] * len(ids)
+        ep["mask"] += [0] * len(ids)
+        ep["turns"].append(Turn(role="tool", start=start, end=len(ep["ids"]), text=observation))
 
     # -- weights ---------------------------------------------------------------------------------
     def update_weights(self, state: dict, version: int) -> float:

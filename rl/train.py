@@ -118,7 +118,7 @@ def _create_learners(cfg: PolyrlConfig) -> list:
 # ----------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: PolyrlConfig, resume: bool = False, log=print) -> dict:
+def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
     """setup -> run -> cleanup; returns the run summary (also written to <run dir>/summary.json)."""
     import asyncio
 
@@ -132,18 +132,26 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print) -> dict:
         roles.clients, roles.servers = _create_env_servers(cfg, log)
         roles.learners = _create_learners(cfg)
         roles.rollout = _create_rollout_workers(cfg)
+        # multi-turn episodes call /reset and /step from the rollout workers themselves
+        urls = {n: {"url": c.url, "timeout_s": cfg.envs[n].timeout_s, "retries": cfg.envs[n].retries,
+                    "secret": os.environ.get(cfg.envs[n].secret_env) if cfg.envs[n].secret_env else None}
+                for n, c in roles.clients.items()}
+        ray.get([w.set_environments.remote(urls) for w in roles.rollout])
         log(f"ray: {len(roles.rollout)} rollout worker(s), {len(roles.learners)} learner(s) ready")
         orch = Orchestrator(cfg, roles, cfg.run_dir, log=log)
 
         async def main_loop() -> dict:
             await orch.load_tasks()
             start = await orch.restore() if resume else 0
-            summary = await orch.run(start)
+            summary = await orch.run(start, stop_after=stop_after)
             for c in roles.clients.values():
                 await c.aclose()
             return summary
 
         summary = asyncio.run(main_loop())
+        if summary.get("killed"):
+            orch.metrics.close()
+            return summary
         export = cfg.run_dir / "final"
         ray.get(roles.learners[0].save_hf.remote(str(export)))
         summary["export"] = str(export)

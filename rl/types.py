@@ -110,6 +110,7 @@ class Sample(Wire):
     policy_version: int = Field(ge=0, description="Weights version that generated the sample.")
     finish_reason: FinishReason
     turns: tuple[Turn, ...] = ()
+    session_id: str | None = Field(default=None, description="Multi-turn: the environment episode to verify.")
 
     @model_validator(mode="after")
     def _aligned(self) -> "Sample":

@@ -23,15 +23,30 @@ def tiny_policy_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def llm(tiny_policy_dir):
-    """The session's single vLLM engine on the tiny policy (in-process, float32, eager)."""
-    from rl.engine import make_llm
+def rollout_worker(tiny_policy_dir):
+    """The session's in-process rollout worker: one vLLM engine on the tiny policy (float32, eager)."""
     from rl.model import ModelConfig
-    from rl.rollout import RolloutConfig
+    from rl.rollout import RolloutConfig, RolloutWorker
 
-    engine = make_llm(ModelConfig(path=str(tiny_policy_dir)), RolloutConfig(), seed=0)
-    yield engine
-    del engine
+    worker = RolloutWorker(ModelConfig(path=str(tiny_policy_dir)), RolloutConfig(), seed=0)
+    yield worker
+    del worker
+
+
+@pytest.fixture(scope="session")
+def llm(rollout_worker):
+    """That worker's vllm.LLM."""
+    return rollout_worker.llm
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for every end-to-end test (2 CPUs: one rollout worker and one learner, as in the default)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, namespace="polyrl-tests", log_to_driver=False)
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture

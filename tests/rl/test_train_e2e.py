@@ -1,0 +1,147 @@
+"""End-to-end runs of rl/train.py's `run` on the session's local Ray: echo environment, tiny policy.
+
+Each run starts real actors (a vLLM engine, a DeepSpeed learner) and real environment servers.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+
+import pytest
+import uvicorn
+
+from environments.echo import EchoEnvironment
+from environments.server import create_app
+from rl.config import build_config
+from rl.metrics import read_jsonl
+from rl.train import run
+from rl.types import Verdict
+
+pytestmark = pytest.mark.slow
+
+
+def _cfg(tmp_path, tiny_policy_dir, *extra, envs="echo"):
+    return build_config(envs=envs, overrides=[
+        f"model.path={tiny_policy_dir}", f"run.output_dir={tmp_path}", "run.name=run",
+        "run.steps=3", "run.prompts_per_step=4", "run.samples_per_prompt=4", "run.checkpoint_every=0",
+        "rollout.max_new_tokens=16", "learner.micro_batch_size=8", "eval.tasks_per_env=2", "eval.samples=2",
+        "envs.echo.options.num_tasks=60", *extra,
+    ])
+
+
+def test_few_steps_end_to_end(ray_session, tmp_path, tiny_policy_dir):
+    cfg = _cfg(tmp_path, tiny_policy_dir, "learner.lr=1e-3")
+    summary = run(cfg)
+    assert summary["steps"] == 3
+    assert summary["samples_generated"] == 3 * 4 * 4
+    rows = [r for r in read_jsonl(cfg.run_dir / "metrics.jsonl") if "learner/pg_loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for r in rows:
+        assert r["rollout/samples"] == 16
+        assert 0 <= r["env/echo/reward"] <= 1
+        assert r["buffer/staleness_mean"] <= cfg.run.max_staleness
+        assert r["learner/valid_tokens"] > 0 and r["learner/grad_norm"] > 0
+    # TensorBoard event files, checkpoint and HF export
+    assert list((cfg.run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    ckpt = cfg.run_dir / "checkpoints" / (cfg.run_dir / "checkpoints" / "latest").read_text()
+    assert (ckpt / "policy" / "config.json").is_file() and (ckpt / "orchestrator.json").is_file()
+    export = cfg.run_dir / "final"
+    assert (export / "model.safetensors").is_file() and (export / "tokenizer.json").is_file()
+    summary_file = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary_file["steps"] == 3
+
+
+def test_export_loads_in_vllm_and_differs_from_start(ray_session, tmp_path, tiny_policy_dir):
+    """The exported policy is a valid HF directory with trained (changed) weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = _cfg(tmp_path, tiny_policy_dir, "learner.lr=1e-2", "run.steps=1", "eval.tasks_per_env=0")
+    run(cfg)
+    start = load_file(str(tiny_policy_dir / "model.safetensors"))
+    final = load_file(str(cfg.run_dir / "final" / "model.safetensors"))
+    assert set(start) == set(final)  # same checkpoint names: vLLM loads it as it loads the start
+    moved = [k for k in start if not torch.equal(start[k], final[k])]
+    routers = [k for k in start if k.endswith("mlp.gate.weight")]
+    assert moved and not set(routers) & set(moved), "router frozen, everything else may move"
+
+
+def test_learning_rate_zero_keeps_importance_weights_at_one(ray_session, tmp_path, tiny_policy_dir):
+    """On-policy sanity: with lr 0 the learner's logprobs equal vLLM's, also after weight syncs (step >= 2),
+    so w = exp(logp_old - logp_rollout) stays 1 within the parity tolerance (1e-4) and nothing is masked."""
+    cfg = _cfg(tmp_path, tiny_policy_dir, "learner.lr=0", "eval.tasks_per_env=0")
+    run(cfg)
+    rows = [r for r in read_jsonl(cfg.run_dir / "metrics.jsonl") if "learner/pg_loss" in r]
+    assert len(rows) == 3
+    for r in rows:
+        assert abs(r["learner/is_weight_mean"] - 1) < 1e-4, r
+        assert abs(r["learner/is_weight_max"] - 1) < 1e-3, r
+        assert r["learner/is_masked_fraction"] == 0.0
+        assert abs(r["learner/kl_rollout_learner"]) < 1e-6
+
+
+def test_resume_continues_step_data_position_and_buffer(ray_session, tmp_path, tiny_policy_dir):
+    full = _cfg(tmp_path / "a", tiny_policy_dir, "run.steps=4", "eval.tasks_per_env=0")
+    run(full)
+    killed = _cfg(tmp_path / "b", tiny_policy_dir, "run.steps=4", "run.checkpoint_every=2", "eval.tasks_per_env=0")
+    out = run(killed, stop_after=3)  # checkpoint at step 2, killed after step 3 (batch 3 was in flight at step 2)
+    assert out.get("killed")
+    resumed = run(killed, resume=True)
+    assert resumed["steps"] == 4
+
+    def batches(cfg):
+        rows = read_jsonl(cfg.run_dir / "batches.jsonl")
+        return {r["step"]: r["tasks"] for r in rows}
+
+    a, b = batches(full), batches(killed)
+    assert sorted(b) == [1, 2, 3, 4]  # step 3 trained twice in b's log: before the kill and after the resume
+    assert a == b, "same tasks at every step: the data position and the in-flight batch were restored"
+    rows = [r["step"] for r in read_jsonl(killed.run_dir / "metrics.jsonl") if "learner/pg_loss" in r]
+    assert rows == [1, 2, 3, 3, 4]
+
+
+class _FlakyEcho(EchoEnvironment):
+    """Every 4th item raises, every 5th hangs past the server's verify timeout: injected faults."""
+
+    name = "echo"
+
+    def verify(self, record, response):
+        n = int(record.task.task_id.split("-")[-1]) if record.task.task_id.split("-")[-1].isdigit() else 0
+        self.calls = getattr(self, "calls", 0) + 1
+        if self.calls % 4 == 0:
+            raise RuntimeError("injected verifier crash")
+        if self.calls % 5 == 0:
+            time.sleep(3)
+        return super().verify(record, response) if n >= 0 else Verdict(reward=0.0)
+
+
+def _serve_in_thread(app):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def test_environment_errors_and_timeouts_neither_stall_nor_crash(ray_session, tmp_path, tiny_policy_dir):
+    env = _FlakyEcho(options={"num_tasks": 60}, seed=0)
+    server, url = _serve_in_thread(create_app(env, verify_timeout_s=1.0))
+    try:
+        cfg = _cfg(tmp_path, tiny_policy_dir, f"envs.echo.url={url}", "eval.tasks_per_env=0", "run.steps=2")
+        t0 = time.time()
+        summary = run(cfg)
+        assert time.time() - t0 < 300
+        assert summary["steps"] == 2
+        assert summary["verify_errors"] > 0, "injected failures are counted, not silently scored"
+        rows = [r for r in read_jsonl(cfg.run_dir / "metrics.jsonl") if "env/echo/verify_errors" in r]
+        assert sum(r["env/echo/verify_errors"] for r in rows) == summary["verify_errors"]
+    finally:
+        server.should_exit = True
