@@ -116,6 +116,12 @@ class Learner:
             os.sched_setaffinity(0, set(cfg.cpu_affinity))
             torch.set_num_threads(len(cfg.cpu_affinity))
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (placement tests)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     def address(self) -> tuple[str, int]:
         """A free port on this actor's node: rank 0 hosts the torch.distributed rendezvous."""
         import socket

@@ -144,6 +144,12 @@ class RolloutWorker:
     def ready(self) -> int:
         return self.index
 
+    def node_id(self) -> str:
+        """The Ray node this actor runs on (placement tests)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
     # -- generation ------------------------------------------------------------------------------
     def prompt_ids(self, task: Task) -> list[int]:
         messages = [{"role": m.role, "content": m.content} for m in task.prompt]

@@ -123,7 +123,7 @@ def _batches(examples: list, cfg: WarmStartConfig):
             yield input_ids, weights, attention
 
 
-def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print) -> dict:
+def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every: int = 0) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -160,6 +160,9 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print) -> dict:
         opt.step()
         tokens += int(attention.sum())
         losses.append(float(loss.detach()))
+        if save_every and (step + 1) % save_every == 0 and step + 1 < cfg.steps:
+            _save_atomically(model, tokenizer, out.with_name(f"{out.name}-step{step + 1}"),
+                             {"init": str(init_dir), "step": step + 1, "digest": "intermediate"})
         if step % 50 == 0 or step == cfg.steps - 1:
             log(f"warm start step {step:4d}/{cfg.steps}  loss {loss.item():.3f}  lr {lr_at(step):.2e}  "
                 f"{tokens / (time.time() - t0):,.0f} tok/s")
@@ -212,13 +215,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true", help="train even if a current warm start exists")
+    parser.add_argument("--save-every", type=int, default=0, help="also save <out>-stepN every N steps (calibration)")
+    parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=None)
     args = parser.parse_args(argv)
-    cfg = WarmStartConfig(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size)) if v}
+    cfg = WarmStartConfig(seed=args.seed, **overrides)
     if not args.force and is_current(args.out, cfg):
         print(f"warm-started tiny policy already at {args.out} (config {cfg.digest()})")
         return 0
     ensure_built(args.init)
-    info = train(args.init, args.out, cfg)
+    info = train(args.init, args.out, cfg, save_every=args.save_every)
     print(
         f"warm start done in {info['seconds']}s ({info['tokens_per_second']:,} tok/s): loss {info['first_loss']:.3f} -> "
         f"{info['final_loss']:.3f}; examples {json.dumps(info['examples'])}; saved to {args.out}"
