@@ -18,7 +18,9 @@ LENGTHS = {"easy": 3, "medium": 6, "hard": 12}
 class EchoEnvironment(Environment):
     """Tasks "Repeat: abc" with reference "abc"; an exact repeat scores 1.0.
 
-    Options: `num_tasks` (default 30), spread round-robin over the difficulties.
+    Options: `num_tasks` (default 30), spread round-robin over the difficulties; `partial_credit` (default
+    false): reward = the fraction of the reference's distinct characters that appear in the response, so that even
+    a random policy gets varied rewards (end-to-end tests of the learning signal).
     """
 
     name = "echo"
@@ -26,9 +28,9 @@ class EchoEnvironment(Environment):
     difficulties = tuple(LENGTHS)
 
     def load_tasks(self) -> list[TaskRecord]:
-        unknown = set(self.options) - {"num_tasks"}
+        unknown = set(self.options) - {"num_tasks", "partial_credit"}
         if unknown:
-            raise ValueError(f"echo: unknown options {sorted(unknown)}; the only option is num_tasks")
+            raise ValueError(f"echo: unknown options {sorted(unknown)}; allowed: num_tasks, partial_credit")
         # Seeded: the server and each of its verify workers must build the same tasks.
         rng = random.Random(self.seed)
         records = []
@@ -50,6 +52,11 @@ class EchoEnvironment(Environment):
         answer = response.strip()
         if answer == record.reference:
             return Verdict(reward=1.0, reason="exact repeat")
+        if self.options.get("partial_credit"):
+            wanted = set(record.reference)
+            share = len(wanted & set(answer)) / len(wanted)
+            return Verdict(reward=share, components={"char_overlap": share},
+                           reason=f"{share:.2f} of the reference's characters present")
         return Verdict(reward=0.0, reason=f"expected {record.reference!r}, got {answer[:80]!r}")
 
     def reference_response(self, record: TaskRecord) -> str:

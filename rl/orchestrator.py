@@ -10,6 +10,7 @@ sent after step s applies after the generate calls already queued and before the
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import shutil
@@ -31,6 +32,23 @@ from rl.learner import collate
 from rl.loss import grpo_advantages
 from rl.metrics import MetricsLogger
 from rl.types import ScoredGroup, Task, VerifyItem
+
+
+# Ray results are waited for in threads (ray.get), not by awaiting ObjectRefs on the event loop: under pytest's
+# output capture the latter once left the loop waiting forever for a result that had arrived.
+_RAY_WAITERS = concurrent.futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="ray-get")
+
+
+async def wait(refs):
+    """await the result of one ObjectRef or a list of them."""
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_RAY_WAITERS, ray.get, refs)
+
+
+async def wait_ready(ref) -> None:
+    """await an ObjectRef without fetching its value into this process (weights stay in the object store)."""
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(_RAY_WAITERS, lambda: ray.wait([ref], num_returns=1, fetch_local=False))
 
 
 @dataclass
@@ -99,7 +117,7 @@ class Orchestrator:
         workers = self.roles.rollout
         shards = [tasks[i :: len(workers)] for i in range(len(workers))]
         refs = [w.generate.remote(shard, n) for w, shard in zip(workers, shards) if shard]
-        results = await asyncio.gather(*refs)
+        results = await wait(refs)
         by_task: dict[int, list] = {}
         for wi, res in enumerate(results):
             for j, group in enumerate(res["groups"]):
@@ -156,8 +174,8 @@ class Orchestrator:
 
     async def train(self, groups: list[ScoredGroup]) -> dict:
         shards, n = self.build_shards(groups)
-        results = await asyncio.gather(*(lr.train_step.remote(shard, self.version + 1)
-                                         for lr, shard in zip(self.roles.learners, shards)))
+        results = await wait([lr.train_step.remote(shard, self.version + 1)
+                              for lr, shard in zip(self.roles.learners, shards)])
         total = sum(r.get("valid_tokens", 0.0) for r in results) or 1.0
         merged = {}
         for k in results[0]:
@@ -174,7 +192,7 @@ class Orchestrator:
         """Rank 0's weights into the object store, then to every rollout worker (queued behind their work)."""
         t0 = time.time()
         state_ref = self.roles.learners[0].state_dict.remote()
-        await state_ref
+        await wait_ready(state_ref)
         export_s = time.time() - t0
         futures = [w.update_weights.remote(state_ref, self.version) for w in self.roles.rollout]
         return futures, export_s
@@ -208,7 +226,7 @@ class Orchestrator:
             stats = await self.train(groups) if groups else {"skipped": 1.0}
             train_s = time.time() - t_train
             # the previous step's weight loads finished long ago (they queue behind one generate call)
-            loaded = await asyncio.gather(*sync_futures) if sync_futures else [0.0]
+            loaded = await wait(sync_futures) if sync_futures else [0.0]
             sync_futures, export_s = await self.sync_weights()
             self.step += 1
             self.record(batch, groups, stats, learner_wait, train_s, export_s, max(loaded), time.time() - t_run)
@@ -223,7 +241,7 @@ class Orchestrator:
                     fut.cancel()
                 return {"steps": self.step, "killed": True, **self.counters}
         if sync_futures:
-            await asyncio.gather(*sync_futures)
+            await wait(sync_futures)
         self.pending_tasks.clear()
         final = await self.evaluate(self.step)
         await self.checkpoint()
@@ -320,8 +338,8 @@ class Orchestrator:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        await asyncio.gather(*(lr.save_state.remote(str(tmp / "learner"), "state") for lr in self.roles.learners))
-        await self.roles.learners[0].save_hf.remote(str(tmp / "policy"))
+        await wait([lr.save_state.remote(str(tmp / "learner"), "state") for lr in self.roles.learners])
+        await wait(self.roles.learners[0].save_hf.remote(str(tmp / "policy")))
         state = {
             "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
             "pending_tasks": [[[t.env, t.task_id] for t in batch] for batch in self.pending_tasks],
@@ -343,13 +361,13 @@ class Orchestrator:
             raise FileNotFoundError(f"--resume: no checkpoint in {root} (runs checkpoint every run.checkpoint_every steps)")
         ckpt = root / (root / "latest").read_text().strip()
         state = json.loads((ckpt / "orchestrator.json").read_text())
-        await asyncio.gather(*(lr.load_state.remote(str(ckpt / "learner"), "state") for lr in self.roles.learners))
+        await wait([lr.load_state.remote(str(ckpt / "learner"), "state") for lr in self.roles.learners])
         self.step, self.version = state["step"], state["version"]
         self.sampler.load_state_dict(state["sampler"])
         self.resume_queue = deque([[self.tasks[e][tid] for e, tid in batch] for batch in state["pending_tasks"]])
         self.counters.update(state["counters"])
         futures, _ = await self.sync_weights()
-        await asyncio.gather(*futures)
+        await wait(futures)
         self.log(f"resumed from {ckpt}: step {self.step}, policy version {self.version}, "
                  f"{len(self.resume_queue)} drawn batches to regenerate")
         return self.step

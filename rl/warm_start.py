@@ -36,8 +36,9 @@ class WarmStartConfig(Section):
     """Environments whose reference solutions are the SFT data."""
     difficulties: list[str] = ["easy", "medium"]
     """Levels trained on; 'hard' is left for RL to reach."""
-    steps: int = Field(300, ge=1)
-    """Optimizer steps (calibrated so medium pass rates land in 20-60%, see README)."""
+    steps: int = Field(1200, ge=1)
+    """Optimizer steps. Measured held-out pass rates (README): 300 steps ~1-4% on easy; 900: math easy 7%,
+    JSON easy 20%; 1500: math easy 19%, JSON easy 58%, medium levels still under 5%."""
     batch_size: int = Field(16, ge=1)
     """Sequences per step."""
     lr: float = Field(2e-3, gt=0)
