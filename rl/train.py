@@ -59,7 +59,8 @@ def _init_ray(cfg: PolyrlConfig) -> bool:
     if cfg.cluster.address or os.environ.get("RAY_ADDRESS"):
         ray.init(address=cfg.cluster.address or os.environ["RAY_ADDRESS"], **kwargs)
         return False
-    ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
+    # address="local": a new local Ray even if an earlier `ray start` left /tmp/ray/ray_current_cluster behind
+    ray.init(address="local", num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
     return True
 
 

@@ -44,7 +44,8 @@ def ray_session():
     """One local Ray for every end-to-end test (2 CPUs: one rollout worker and one learner, as in the default)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, namespace="polyrl-tests", log_to_driver=False)
+    # address="local": always a fresh instance, never a cluster some earlier `ray start` left its address file for
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace="polyrl-tests", log_to_driver=False)
     yield ray
     ray.shutdown()
 
