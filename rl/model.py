@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -31,3 +33,23 @@ class ModelConfig(Section):
 
     def resolved_path(self) -> Path:
         return TINY_POLICY_DIR if self.path == "tiny" else Path(self.path).expanduser()
+
+
+def save_policy(model, tokenizer, out: Path, extra_files: dict[str, str]) -> Path:
+    """Write an HF model directory atomically: a temporary sibling directory, then a rename, so a kill mid-write
+    never leaves a half-written policy where `out` was. `extra_files` are small text files (build markers)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out

@@ -21,15 +21,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR
+from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR, save_policy
 
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 # Printable ASCII plus newline and tab: enough for math, JSON, code and tool calls.
@@ -113,21 +111,8 @@ def build(out: Path, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
     )
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-policy-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        marker = {"spec": asdict(spec), "digest": spec.digest(), "params": sum(p.numel() for p in model.parameters())}
-        (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out
+    marker = {"spec": asdict(spec), "digest": spec.digest(), "params": sum(p.numel() for p in model.parameters())}
+    return save_policy(model, tokenizer, Path(out), {BUILD_MARKER: json.dumps(marker, indent=1)})
 
 
 def is_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> bool:

@@ -16,16 +16,14 @@ import hashlib
 import json
 import math
 import random
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from pydantic import Field
 
 from curricula.split import is_heldout
-from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR
+from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR, save_policy
 from rl.section import Section
 
 MARKER = "polyrl_warm_start.json"
@@ -183,20 +181,10 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every
 
 
 def _save_atomically(model, tokenizer, out: Path, info: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".warm-start-", dir=out.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        for extra in Path(info["init"]).glob("polyrl_build.json"):
-            shutil.copy(extra, tmp / extra.name)
-        (tmp / MARKER).write_text(json.dumps(info, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+    """The policy plus this warm start's marker and the build marker of the policy it started from."""
+    files = {extra.name: extra.read_text() for extra in Path(info["init"]).glob("polyrl_build.json")}
+    files[MARKER] = json.dumps(info, indent=1)
+    save_policy(model, tokenizer, out, files)
 
 
 def is_current(out: Path, cfg: WarmStartConfig) -> bool:
