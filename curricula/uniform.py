@@ -25,7 +25,8 @@ class UniformSampler:
         random.Random(f"{self.seed}/{env}/{epoch}").shuffle(ids)
         return ids
 
-    def sample(self, env: str, k: int) -> list[str]:
+    def sample(self, env: str, k: int, step: int = 0) -> list[str]:
+        """k ids from the current pass (the step does not matter to uniform sampling)."""
         if env not in self.pools:
             raise KeyError(f"no task pool for environment {env!r} (have {sorted(self.pools)})")
         out = []
@@ -42,6 +43,9 @@ class UniformSampler:
 
     def update(self, env: str, task_id: str, rewards: list[float]) -> None:
         """Uniform sampling ignores outcomes."""
+
+    def metrics(self, step: int = 0) -> tuple[dict[str, float], dict[str, list[float]]]:
+        return {f"curriculum/{env}/pool_size": float(len(ids)) for env, ids in self.pools.items()}, {}
 
     def state_dict(self) -> dict[str, Any]:
         return {"kind": "uniform", "seed": self.seed, "epoch": dict(self.epoch), "position": dict(self.position)}

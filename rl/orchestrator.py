@@ -23,14 +23,14 @@ from typing import Any
 import ray
 import torch
 
-from curricula.base import split_prompts
+from curricula.base import TaskSampler, build_sampler, split_prompts
 from curricula.split import is_heldout
-from curricula.uniform import UniformSampler
 from environments.client import EnvClient
 from rl.evaluate import pass_rate
 from rl.learner import collate
 from rl.loss import grpo_advantages
-from rl.metrics import MetricsLogger
+from rl.dashboard import open_metrics
+from rl.progress import Progress
 from rl.types import ScoredGroup, Task, VerifyItem
 
 
@@ -75,12 +75,14 @@ class RolloutBatch:
 class Orchestrator:
     def __init__(self, cfg, roles: Roles, run_dir: Path, log=print):
         self.cfg, self.roles, self.run_dir, self.log = cfg, roles, Path(run_dir), log
-        self.metrics = MetricsLogger(self.run_dir)
+        self.metrics = open_metrics(cfg, self.run_dir)  # TensorBoard + metrics.jsonl (+ W&B: dashboard.wandb)
+        self.progress = Progress(cfg.run.steps, log=log)  # in place on a terminal, one line per step in CI logs
+        self.log = self.progress.wrap(log)  # other messages print above the progress line
         self.step = 0
         self.version = 0
         self.tasks: dict[str, dict[str, Task]] = {}
         self.heldout: dict[str, list[Task]] = {}
-        self.sampler: UniformSampler | None = None
+        self.sampler: TaskSampler | None = None
         self.pending_tasks: deque[list[Task]] = deque()  # drawn but not yet trained on (checkpointed)
         self.resume_queue: deque[list[Task]] = deque()  # after --resume: those batches, regenerated first
         self.counters = {"stale_groups_dropped": 0, "zero_signal_groups": 0, "verify_errors": 0,
@@ -105,11 +107,14 @@ class Orchestrator:
             pools[name] = train
             self.log(f"env {name}: {info.task_count} tasks ({len(train)} train, {len(self.heldout[name])} held-out "
                      f"{self.cfg.eval.difficulty} for evaluation), levels {', '.join(info.difficulties)}")
-        self.sampler = UniformSampler(pools, seed=self.cfg.run.seed)
+        self.sampler = build_sampler(self.cfg.curriculum, pools, seed=self.cfg.run.seed, total_steps=self.cfg.run.steps,
+                                     run_dir=self.run_dir, log=self.log)
 
-    def draw(self) -> list[Task]:
+    def draw(self, step: int | None = None) -> list[Task]:
+        """The tasks of training step `step` (default the current one): curricula move with the step."""
+        step = self.step if step is None else step
         counts = split_prompts(self.cfg.run.prompts_per_step, {n: e.weight for n, e in self.cfg.envs.items()})
-        return [self.tasks[env][tid] for env, k in counts.items() for tid in self.sampler.sample(env, k)]
+        return [self.tasks[env][tid] for env, k in counts.items() for tid in self.sampler.sample(env, k, step=step)]
 
     # ------------------------------------------------------------------------------------------ rollouts
     async def generate(self, tasks: list[Task], n: int) -> tuple[list[list], int, float]:
@@ -206,7 +211,7 @@ class Orchestrator:
         inflight: deque[tuple[list[Task], asyncio.Task]] = deque()
 
         def submit(s: int) -> None:
-            tasks = self.resume_queue.popleft() if self.resume_queue else self.draw()
+            tasks = self.resume_queue.popleft() if self.resume_queue else self.draw(s)
             inflight.append((tasks, asyncio.ensure_future(self.rollout_batch(s, tasks))))
 
         await self.evaluate(self.step)
@@ -230,6 +235,7 @@ class Orchestrator:
             sync_futures, export_s = await self.sync_weights()
             self.step += 1
             self.record(batch, groups, stats, learner_wait, train_s, export_s, max(loaded), time.time() - t_run)
+            self.metrics.log(self.step, *self.sampler.metrics(batch.step))  # curriculum/<env>/...: target vs drawn
             # the tasks still in flight are the "buffer" a checkpoint must keep
             self.pending_tasks = deque(t for t, _ in inflight)
             if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0 and self.step < cfg.run.steps:
@@ -251,6 +257,8 @@ class Orchestrator:
         """Staleness bound and zero-signal accounting; returns the groups to train on."""
         keep = []
         for g in batch.groups:
+            if self.sampler is not None:  # every verified group, stale ones too, informs the pass-rate estimates
+                self.sampler.update(g.task.env, g.task.task_id, [v.reward for v in g.verdicts if v.status != "error"])
             if self.version - g.min_policy_version > self.cfg.run.max_staleness:
                 self.counters["stale_groups_dropped"] += 1
                 continue
@@ -294,19 +302,16 @@ class Orchestrator:
             "buffer/staleness_mean": sum(staleness) / len(staleness) if staleness else 0.0,
             "buffer/stale_groups_dropped": self.counters["stale_groups_dropped"],
             "buffer/zero_signal_groups": self.counters["zero_signal_groups"],
-            "time/elapsed_seconds": elapsed,
-            "time/samples_per_s": self.counters["samples_generated"] / max(elapsed, 1e-9),
-            "policy/version": self.version,
+            "learner/elapsed_seconds": elapsed,
+            "rollout/samples_per_s": self.counters["samples_generated"] / max(elapsed, 1e-9),
+            "learner/policy_version": self.version,
         })
-        scalars["time/step_seconds"] = step_time
+        scalars["rollout/batch_latency_seconds"] = step_time
         self.metrics.log(self.step, scalars, {"buffer/staleness": staleness})
         with open(self.run_dir / "batches.jsonl", "a") as f:  # the data position, step by step (resume audits)
             f.write(json.dumps({"step": self.step, "tasks": [t.key for t in batch.tasks]}) + "\n")
         self.history.append(scalars)
-        envs = "  ".join(f"{e} {scalars.get(f'env/{e}/reward', 0):.2f}" for e in self.cfg.envs)
-        self.log(f"step {self.step:4d}/{self.cfg.run.steps}  reward {envs}  loss {stats.get('pg_loss', 0):+.4f}  "
-                 f"rollout {scalars['rollout/tokens_per_s']:,.0f} tok/s  train {train_s:.1f}s  "
-                 f"{scalars['time/samples_per_s']:.1f} samples/s")
+        self.progress.update(self.step, scalars, elapsed, envs=list(self.cfg.envs))
 
     # ------------------------------------------------------------------------------------------ eval
     async def evaluate(self, step: int) -> dict[str, float]:
