@@ -77,8 +77,8 @@ def mu_at(step: int, total_steps: int, cfg) -> float:
     (0.8, 0.5, 0.2)
     """
     progress = 0.0 if total_steps <= 1 else min(1.0, max(0.0, step / (total_steps - 1)))
-    if cfg.schedule == "linear":
-        return cfg.mu_start + (cfg.mu_end - cfg.mu_start) * progress
+    if cfg.schedule == "linear":  # written so both endpoints are exact floats
+        return cfg.mu_start * (1.0 - progress) + cfg.mu_end * progress
     if cfg.schedule == "cosine":
         return cfg.mu_end + (cfg.mu_start - cfg.mu_end) * (1.0 + math.cos(math.pi * progress)) / 2.0
     mu = cfg.mu_start
