@@ -6,7 +6,7 @@ two-hop lookup or a comparison). Task files add real sets (files.py: question, d
 
 Length: `context_chars` bounds the documents block. The default (360) keeps prompt + reference answer within
 the tiny policy's 512-character context at every level. For a real model with a 32K-token context use
-`{"context_chars": 110000, "doc_style": "article"}`: ~30K tokens of documents at ~3.7 characters per token,
+`{"context_chars": 110000, "doc_style": "article", "max_docs": {}}`: ~30K tokens of documents at ~3.7 characters per token,
 leaving room for the question and the answer.
 
 Reward (`metric`): normalised exact match (default) or token F1 on the extracted answer (the last
