@@ -48,6 +48,9 @@ class Environment:
     difficulties: ClassVar[tuple[str, ...]] = ("easy", "medium", "hard")
     # CPU-heavy verifiers (sympy) run in a process pool of this size on the server; 0 runs inline.
     verify_workers: ClassVar[int] = 0
+    # Environments that must judge a prompt's responses together (chat: the GenRM compares them with each other)
+    # set this and implement verify_batch; /verify then hands them all single-turn items of a request at once.
+    batch_verify: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any] | None = None, seed: int = 0):
         self.options = dict(options or {})
@@ -60,6 +63,10 @@ class Environment:
     # -- scoring ---------------------------------------------------------------------------------
     def verify(self, record: TaskRecord, response: str) -> Verdict:
         raise NotImplementedError(f"{type(self).__name__}.verify: score one response, never raise")
+
+    def verify_batch(self, items: list[tuple[TaskRecord, str]]) -> list[Verdict]:
+        """batch_verify environments: one Verdict per (record, response), in order; never raise."""
+        raise NotImplementedError(f"{type(self).__name__} sets batch_verify: implement verify_batch")
 
     def reference_response(self, record: TaskRecord) -> str:
         """A response that scores 1.0: used by the tiny policy's warm start and by tests."""

@@ -475,9 +475,34 @@ def create_app(env: Environment, *, secret: str | None = None, max_body_bytes: i
             raise HTTPException(500, f"{env.name}.step raised {type(e).__name__}: {e}"[:_REASON_CHARS]) from None
         return reply(StepResponse(observation=observation, done=bool(done)))
 
+    async def verify_whole_request(req: VerifyRequest) -> list[Verdict]:
+        """batch_verify environments get every valid item of the request in one call (issue 7: chat groups)."""
+        verdicts: list[Verdict | None] = [None] * len(req.items)
+        batch: list[tuple[int, tuple[TaskRecord, str]]] = []
+        for i, item in enumerate(req.items):
+            record = by_id.get(item.task_id)
+            if record is None:
+                verdicts[i] = Verdict.error(f"{env.name}: unknown task_id {item.task_id!r}")
+            elif item.session_id is not None:
+                verdicts[i] = Verdict.error(f"{env.name} verifies batches: items must not carry a session_id")
+            else:
+                batch.append((i, (record, item.response)))
+        try:
+            got = await asyncio.to_thread(env.verify_batch, [b for _, b in batch])
+            if len(got) != len(batch) or not all(isinstance(v, Verdict) for v in got):
+                got = [Verdict.error(f"{env.name}.verify_batch returned {len(got)} items for {len(batch)}, or "
+                                     "not Verdicts")] * len(batch)
+        except Exception as e:
+            got = [Verdict.error(f"{env.name}.verify_batch raised {type(e).__name__}: {e}"[:_REASON_CHARS])] * len(batch)
+        for (i, _), v in zip(batch, got):
+            verdicts[i] = v
+        return [v if v is not None else Verdict.error("internal error: item was not verified") for v in verdicts]
+
     @app.post("/verify", dependencies=guarded)
     async def verify(request: Request) -> Response:
         req = await parse(request, VerifyRequest)
+        if env.batch_verify:
+            return reply(VerifyResponse(verdicts=tuple(await verify_whole_request(req))))
         verdicts: list[Verdict | None] = [None] * len(req.items)
         pooled: list[tuple[int, tuple[str, str]]] = []
         inline: list[tuple[int, Callable[[], Verdict]]] = []

@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import ValidationError
 
 from genrm.service import CohortConflict, GenRMConfig, GenRMService, Judge
@@ -37,9 +38,7 @@ _URL_LINE = re.compile(rb"^polyrl-genrm listening on (http://\S+)$", re.M)
 _REPO = Path(__file__).resolve().parent.parent
 
 
-def create_app(service: GenRMService, secret: str | None = None):
-    from fastapi import FastAPI, HTTPException, Request, Response
-
+def create_app(service: GenRMService, secret: str | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         await service.start()
