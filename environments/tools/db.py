@@ -81,6 +81,8 @@ def _strict_json(text: str) -> Any:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
     except json.JSONDecodeError as e:
         raise ToolError(f"tool call is not valid JSON ({e.msg} at char {e.pos})") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits (Python's int-parsing limit)
+        raise ToolError(f"tool call is not usable JSON ({str(e)[:80]})") from None
     except RecursionError:
         raise ToolError("tool call JSON is nested too deeply") from None
 
@@ -118,8 +120,8 @@ def parse_calls(action: str, *, transcript: bool = False) -> list[dict | ToolErr
 def _check_value(table: str, col: str, value: Any, employees: set[str]) -> Any:
     spec: Column | None = TABLES[table].get(col)
     if col == KEY:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ToolError(f"{table}.id must be an integer, got {json.dumps(value)[:40]}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**62:
+            raise ToolError(f"{table}.id must be an integer 0..2^62, got {json.dumps(value)[:40]}")
         return value
     if spec is None:
         raise ToolError(f"unknown column {col[:40]!r} in {table}; columns: {', '.join((KEY, *TABLES[table]))}")
@@ -180,6 +182,9 @@ class EpisodeDB:
             except sqlite3.Error as e:  # the authorizer or a constraint: the call did nothing
                 self.conn.rollback()
                 return f"error: database refused the call ({type(e).__name__}: {str(e)[:100]})"
+            except Exception as e:  # a case the checks above missed must still cost one call, not the server
+                self.conn.rollback()
+                return _ascii(f"error: call failed ({type(e).__name__}: {str(e)[:100]})")
 
     def _run(self, name: str, args: dict) -> str:
         validator = _VALIDATORS.get(name)

@@ -122,6 +122,9 @@ BAD_TURNS = {
     "column injection": (call("query", table="events", where={"1=1 OR id": 1}), "unknown column"),
     "columns injection": (call("query", table="events", columns=["*, sqlite_version()"]), "unknown column"),
     "key injection": (call("delete", table="events", where={"id": "1 OR 1=1"}), "must be an integer"),
+    "huge key": (call("delete", table="events", where={"id": 10**30}), "must be an integer"),
+    "5000-digit number": ('<tool_call>{"name": "query", "arguments": {"limit": ' + "9" * 5000 + "}}</tool_call>",
+                          "not usable JSON"),
     "enum injection": (call("update", table="tickets", where={"id": 1}, values={"status": "closed' --"}), "one of"),
     "employee injection": (call("delete", table="events", where={"owner": "x' OR '1'='1"}), "no employee"),
 }
