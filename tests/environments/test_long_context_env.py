@@ -112,3 +112,13 @@ def test_served_through_the_registry(tmp_path):
             verdicts = client.verify([VerifyItem(task_id=t.task_id, response=refs[t.task_id]) for t in tasks] +
                                      [VerifyItem(task_id=tasks[0].task_id, response="Answer: ?")])
     assert [v.reward for v in verdicts] == [1.0, 1.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("module", ["environments.long_context", "environments.long_context.generator",
+                                    "environments.long_context.files"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

@@ -315,3 +315,13 @@ def test_multi_turn_tool_rollout_with_the_tiny_policy_is_verified(rollout_worker
     assert len(verdicts) == 4 and all(v.status == "ok" for v in verdicts), verdicts
     assert all(v.reward in (0.0, 1.0) and "database state" in v.reason for v in verdicts)
     assert env.live_sessions() == 0
+
+
+@pytest.mark.parametrize("module", ["environments.tools", "environments.tools.db", "environments.tools.schema",
+                                    "environments.tools.generator", "environments.tools.files"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0

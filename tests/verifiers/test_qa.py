@@ -54,3 +54,12 @@ def test_verifier_class_is_picklable_and_dispatches():
     f1 = pickle.loads(pickle.dumps(QAVerifier("f1")))
     assert f1("Answer: Ann", answer="Ann Lee").reward == pytest.approx(2 / 3)
     assert QAVerifier("exact")("Answer: Ann", answer="Ann Lee").reward == 0.0
+
+
+@pytest.mark.parametrize("module", ["verifiers.qa", "verifiers.db_state"])
+def test_docstring_examples(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
