@@ -94,7 +94,8 @@ def _set_limits(limits, nproc):
     resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
     resource.setrlimit(resource.RLIMIT_FSIZE, (out, out))  # stdout is a file: this caps output size
     if nproc:
-        resource.setrlimit(resource.RLIMIT_NPROC, (int(limits["processes"]), int(limits["processes"])))
+        n = int(limits["processes"]) + 1  # + the harness, which runs under the same uid
+        resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
 
 
 def _child(code, test, limits, io_dir, work_dir, nproc):
@@ -252,9 +253,10 @@ def run_test(i, code, test, limits, io_dir, work_dir, nproc, pid1):
         status = "harness_error"
     elif timed_out:
         status = "wall_timeout"
-    elif sig == signal.SIGXCPU or cpu > float(limits["cpu_s"]) or (sig == signal.SIGKILL and cpu >= float(limits["cpu_s"])):
+    elif sig == signal.SIGXCPU or cpu > float(limits["cpu_s"]):
         status = "cpu_timeout"
-    elif len(raw_out) > out_limit or (len(raw_out) == out_limit and ("File too large" in err_text or sig == signal.SIGXFSZ)):
+    elif len(raw_out) > out_limit or (len(raw_out) == out_limit and ("File too large" in err_text
+                                                                     or sig == signal.SIGXFSZ)):
         status = "output_limit"
     elif note == "memory" or (rc == 1 and "MemoryError" in err_text[-2000:]):
         status = "memory"
@@ -304,8 +306,23 @@ def main():
     with open(os.path.join(work_dir, "solution.py"), "w", encoding="utf-8", errors="surrogatepass") as f:
         f.write(payload["code"])
     pid1 = os.getpid() == 1
+    limits = dict(payload["limits"])
+    deadline = time.monotonic() + float(limits.get("total_wall_s", 1e9))
+    fail_fast = payload.get("fail_fast", "none")
+    skip = ""
     for i, test in enumerate(payload["tests"]):
-        line = run_test(i, payload["code"], test, payload["limits"], io_dir, work_dir, payload.get("nproc", True), pid1)
+        left = deadline - time.monotonic()
+        if not skip and left <= 0.05:
+            skip = "the run's total time budget was used up"
+        if skip:
+            line = {"i": i, "status": "skipped", "note": skip}
+        else:
+            limits["wall_s"] = min(float(payload["limits"]["wall_s"]), left)
+            line = run_test(i, payload["code"], test, limits, io_dir, work_dir, payload.get("nproc", True), pid1)
+            if fail_fast == "any" and line["status"] != "ok":
+                skip = "an earlier test failed (fail_fast)"
+            elif fail_fast == "timeout" and line["status"] in ("wall_timeout", "cpu_timeout"):
+                skip = "an earlier test timed out (fail_fast)"
         sys.stdout.write(_json(line) + "\n")
         sys.stdout.flush()
     sys.stdout.write(_json({"done": True}) + "\n")

@@ -85,11 +85,15 @@ class Limits(BaseModel):
     output_bytes: int = Field(1 << 20, ge=1024, le=1 << 30)
     """Bytes a test may write to stdout (RLIMIT_FSIZE on the file stdout goes to); more is a failure."""
     processes: int = Field(16, ge=1, le=4096)
-    """Processes/threads of the sandbox's uid (RLIMIT_NPROC; the docker backend uses the pids cgroup)."""
+    """Processes and threads one test may run, itself included (RLIMIT_NPROC on the sandbox's own uid; the
+    docker backend uses the pids cgroup for the whole container instead)."""
     tmp_mb: int = Field(64, ge=1, le=4096)
     """Size of the sandbox's private /tmp (a tmpfs, in RAM)."""
-    startup_s: float = Field(10.0, gt=0, le=600)
-    """Budget for starting the sandbox on top of the per-test wall times; past it the whole run is killed."""
+    total_wall_s: float = Field(20.0, gt=0, le=3600)
+    """Wall seconds for all tests of one candidate together: later tests are skipped (failed). Keep it plus
+    startup_s under the environment server's --verify-timeout (30 s), or a slow candidate costs an error."""
+    startup_s: float = Field(5.0, gt=0, le=600)
+    """Budget for starting the sandbox on top of total_wall_s; past both the whole run is killed."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +145,7 @@ def as_test(obj: Any) -> Test:
 @dataclass(frozen=True)
 class TestResult:
     """One test's outcome. status: ok | wrong_answer | cpu_timeout | wall_timeout | memory | output_limit |
-    signal | exit_code | no_function | not_run | harness_error."""
+    signal | exit_code | no_function | skipped | not_run | harness_error."""
 
     __test__ = False  # not a pytest class
     index: int
@@ -341,36 +345,43 @@ def _communicate(argv: list[str], payload: bytes, timeout: float, cwd: str | Non
     return proc.returncode, b"".join(out), b"".join(err), "; ".join(problem)
 
 
-def _payload(code: str, tests: list[Test], limits: Limits, uid: int | None, nproc: bool, tmp: str) -> bytes:
+def _payload(code: str, tests: list[Test], limits: Limits, uid: int | None, nproc: bool, tmp: str,
+             fail_fast: str) -> bytes:
     wire = [{"kind": "stdio", "input": t.input} if isinstance(t, StdioTest) else
             {"kind": "call", "fn": t.fn, "args": list(t.args)} for t in tests]  # no expected values: they stay here
     body = {"code": code, "tests": wire, "uid": uid, "nproc": nproc, "tmp": tmp, "undumpable": uid is None,
+            "fail_fast": fail_fast,
             "limits": {"cpu_s": limits.cpu_s, "wall_s": limits.wall_s, "memory_bytes": limits.memory_mb << 20,
+                       "total_wall_s": limits.total_wall_s,
                        "output_bytes": limits.output_bytes, "processes": limits.processes}}
     return marshal.dumps(body)  # the harness reads marshal: importing json would cost ~20 ms per start
 
 
 def _total_timeout(n: int, limits: Limits) -> float:
-    return limits.startup_s + n * (limits.wall_s + 0.5)
+    return limits.startup_s + min(limits.total_wall_s, n * limits.wall_s) + 0.05 * n  # 0.05: per-test sweep
 
 
-def _run_bubblewrap(code: str, tests: list[Test], limits: Limits) -> tuple[int | None, bytes, bytes, str]:
+_Raw = tuple[int | None, bytes, bytes, str]  # harness exit code, stdout, stderr, sandbox-level problem
+
+
+def _run_bubblewrap(code: str, tests: list[Test], limits: Limits, fail_fast: str) -> _Raw:
     problem = _bwrap_problem()
     if problem:
         raise SandboxUnavailable(problem)
     uid = _sandbox_uid() if os.geteuid() == 0 else None
     argv = ["bwrap", *_bwrap_args(), *_bwrap_tmp(limits), "--", _python(), "-I", "-S", "-B", "-c", HARNESS_SOURCE]
-    return _communicate(argv, _payload(code, tests, limits, uid, True, "/tmp"), _total_timeout(len(tests), limits))
+    payload = _payload(code, tests, limits, uid, True, "/tmp", fail_fast)
+    return _communicate(argv, payload, _total_timeout(len(tests), limits))
 
 
-def _run_process(code: str, tests: list[Test], limits: Limits) -> tuple[int | None, bytes, bytes, str]:
+def _run_process(code: str, tests: list[Test], limits: Limits, fail_fast: str) -> _Raw:
     tmp = tempfile.mkdtemp(prefix="polyrl-process-sandbox-")
     try:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": tmp, "PYTHONHASHSEED": "0"}
         # nproc off: without a namespace RLIMIT_NPROC would count every process of the server's user
         return _communicate([_python(), "-I", "-S", "-B", "-c", HARNESS_SOURCE],
-                            _payload(code, tests, limits, None, False, tmp), _total_timeout(len(tests), limits),
-                            cwd=tmp, env=env)
+                            _payload(code, tests, limits, None, False, tmp, fail_fast),
+                            _total_timeout(len(tests), limits), cwd=tmp, env=env)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -411,6 +422,8 @@ def _reason(line: dict, limits: Limits, test: Test) -> str:
         return f"exit code {line.get('exit')}" + (f": {last}" if last else "")
     if status == "no_function":
         return f"no function named {getattr(test, 'fn', '?')!r} is defined"
+    if status == "skipped":
+        return f"skipped: {line.get('note', '')}"
     if status == "harness_error":
         return f"sandbox could not set up the test: {line.get('note', '')[:200]}"
     return status
@@ -470,8 +483,11 @@ def _collect(backend: str, tests: list[Test], limits: Limits, rc: int | None, ou
 
 
 def run(code: str, tests: list, *, backend: str = DEFAULT_BACKEND, limits: Limits | None = None,
-        docker_image: str | None = None) -> RunResult:
+        fail_fast: Literal["none", "timeout", "any"] = "none", docker_image: str | None = None) -> RunResult:
     """Run `code` (a Python program) against `tests` in a sandbox; never raises for anything the program does.
+
+    fail_fast: "timeout" skips the remaining tests after a time limit is hit (an endless loop then costs one
+    test's wall time, not all of them), "any" after any failure (enough for all-or-nothing rewards).
 
     Raises ValueError for bad tests (none, more than MAX_TESTS, malformed) and SandboxUnavailable when the
     backend cannot run on this host. A program over MAX_CODE_CHARS fails every test without being started.
@@ -491,13 +507,13 @@ def run(code: str, tests: list, *, backend: str = DEFAULT_BACKEND, limits: Limit
                     for i in range(len(parsed)))
         return RunResult(backend=backend, results=res, wall_s=0.0)
     if backend == "bubblewrap":
-        rc, out, err, problem = _run_bubblewrap(code, parsed, limits)
+        rc, out, err, problem = _run_bubblewrap(code, parsed, limits, fail_fast)
     elif backend == "process":
-        rc, out, err, problem = _run_process(code, parsed, limits)
+        rc, out, err, problem = _run_process(code, parsed, limits, fail_fast)
     else:
         from verifiers.code_docker import run_harness
 
-        payload = _payload(code, parsed, limits, None, False, "/tmp")
+        payload = _payload(code, parsed, limits, None, False, "/tmp", fail_fast)
         rc, out, err, problem = run_harness(payload, limits, timeout=_total_timeout(len(parsed), limits),
                                             image=docker_image, out_cap=_HARNESS_OUT_CAP)
     return _collect(backend, parsed, limits, rc, out, err, problem, started)
