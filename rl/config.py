@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from curricula.config import CurriculumConfig
 from environments.config import EnvConfig
+from rl.dashboard import DashboardConfig
 from rl.evaluate import EvalConfig
 from rl.learner import LearnerConfig
 from rl.loss import LossConfig
@@ -79,6 +80,8 @@ class PolyrlConfig(Section):
     """Task sampling."""
     eval: EvalConfig = EvalConfig()
     """Held-out evaluation."""
+    dashboard: DashboardConfig = DashboardConfig()
+    """Metrics sinks besides TensorBoard and metrics.jsonl (Weights & Biases)."""
     envs: dict[str, EnvConfig] = {"math": EnvConfig(), "json_schema": EnvConfig()}
     """Environments by registered plugin name; `--envs a,b` keeps exactly these."""
 
