@@ -84,9 +84,9 @@ def model_fingerprint(model_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _header(cfg, samples: int) -> dict[str, Any]:
+def _header(cfg, samples: int, rollout) -> dict[str, Any]:
     return {"model": str(cfg.model.resolved_path()), "fingerprint": model_fingerprint(cfg.model.resolved_path()),
-            "samples": samples, "temperature": cfg.rollout.temperature, "max_new_tokens": cfg.rollout.max_new_tokens}
+            "samples": samples, "temperature": rollout.temperature, "max_new_tokens": rollout.max_new_tokens}
 
 
 def _check_header(path: Path, old: dict | None, new: dict) -> None:
@@ -137,7 +137,7 @@ async def profile(cfg, samples: int, out: Path, *, batch: int = 32, max_tasks: i
     from rl.train import _create_env_servers
 
     out = Path(out)
-    header = _header(cfg, samples)
+    header = _header(cfg, samples, worker.cfg if worker is not None else cfg.rollout)  # what generates is recorded
     done: set[tuple[str, str]] = set()
     if out.is_file() and out.stat().st_size:
         old, rows = _read(out)
