@@ -397,6 +397,9 @@ def _curriculum(page: Page) -> str:
                         series.append((t.rsplit("/", 1)[1], color, rebin(at, lo, hi, bins)))
                 out.append(bar_chart(f"{r.name}: {prefix} @ step {step}", f"{prefix}@{step}", series, edges,
                                      "fraction of the logged values per bin (grey: target)", integer))
+    if out[0] and len(out) == 1:
+        out.append('<p class="note">no curriculum/... histograms (target vs realised pass rates): these runs used '
+                   'a sampler that logs none, e.g. curriculum.kind uniform</p>')
     return "".join(out)
 
 
@@ -430,10 +433,10 @@ def render(runs: list[Run], smoothing: float = 0.6, title: str | None = None) ->
     thr = page.lines([t for t in ("rollout/tokens_per_s", "rollout/samples_per_s", "learner/tokens_per_s")
                       if any(r.scalars.get(t) for r in runs)])
     thr += page.lines(["learner/idle_fraction"] if any(r.scalars.get("learner/idle_fraction") for r in runs) else [],
-                      title=lambda t: "learner idle fraction: wait / (wait + train + export)")
-    thr += page.multi("learner seconds per step: wait (idle) and train (dashed)",
+                      title=lambda t: "learner idle fraction (wait / step)")
+    thr += page.multi("learner s/step: wait (idle), train (dashed)",
                       ["learner/wait_seconds", "learner/train_seconds"])
-    thr += page.multi("weight sync seconds: export and load (dashed)", ["sync/export_seconds", "sync/load_seconds"])
+    thr += page.multi("weight sync s: export, load (dashed)", ["sync/export_seconds", "sync/load_seconds"])
     thr += page.lines([t for t in ("rollout/seconds", "rollout/batch_latency_seconds") if any(r.scalars.get(t) for r in runs)])
     S.append(_section("throughput", "Throughput and idle time", thr, "no throughput metrics in these runs"))
     S.append(_section("eval", "Held-out evaluation", page.lines(_scalar_tags(runs, "eval/")),
