@@ -216,13 +216,14 @@ def _sweep(pid1):
             os.kill(-1, signal.SIGKILL)
         except OSError:
             pass
+    deadline = time.monotonic() + 2.0  # SIGKILLed processes die promptly; never wait on one forever
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
             return
         if pid == 0:
-            if not pid1:
+            if not pid1 or time.monotonic() > deadline:
                 return
             time.sleep(0.001)  # killed processes take a moment to become zombies
 

@@ -131,9 +131,9 @@ def _hard_fizz(r: random.Random) -> Generated:
 
     return Generated(f"Read n. For i from 1 to n print FizzBuzz if {a * b} divides i, else Fizz if {a} divides "
                      f"i, else Buzz if {b} divides i, else i.",
-                     f"n = int(input())\nfor i in range(1, n + 1):\n    if i % {a * b} == 0:\n        print('FizzBuzz')\n"
-                     f"    elif i % {a} == 0:\n        print('Fizz')\n    elif i % {b} == 0:\n        print('Buzz')\n"
-                     f"    else:\n        print(i)",
+                     f"n = int(input())\nfor i in range(1, n + 1):\n    if i % {a * b} == 0:\n"
+                     f"        print('FizzBuzz')\n    elif i % {a} == 0:\n        print('Fizz')\n"
+                     f"    elif i % {b} == 0:\n        print('Buzz')\n    else:\n        print(i)",
                      _stdio(r, lambda r: r.randint(1, 30), answer, str))
 
 
