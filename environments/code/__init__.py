@@ -41,8 +41,11 @@ log = logging.getLogger(__name__)
 
 DIFFICULTIES = ("easy", "medium", "hard")
 MAX_RESPONSE_CHARS = 100_000
-# Generated tasks are tiny: a correct program needs milliseconds, so short limits keep a looping policy cheap.
-DEFAULT_LIMITS = sandbox.Limits(cpu_s=1.0, wall_s=2.0, total_wall_s=12.0)
+# Generated tasks are tiny: a correct program needs milliseconds (10-30 ms wall per test even at load 19 on the
+# 2-core machine), so short limits keep a looping policy cheap: with fail_fast "timeout" an endless loop costs
+# one second. The orchestrator's /verify requests (up to 128 items, envs.code.timeout_s = 30 s by default) must
+# fit in the request timeout too: raise timeout_s for task files with longer limits (docs/code-sandbox.md).
+DEFAULT_LIMITS = sandbox.Limits(cpu_s=1.0, wall_s=1.0, total_wall_s=10.0)
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[ \t]*\n(.*?)(?:\n)?```", re.S)
 _PYTHON_TAGS = {"", "python", "py", "python3"}
 
