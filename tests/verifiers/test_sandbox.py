@@ -219,6 +219,15 @@ def test_signalling_its_parent():
     assert all(t.status in ("wrong_answer", "exit_code") for t in r.results)
 
 
+def test_the_harness_is_out_of_reach():
+    """The harness (pid 1) is non-dumpable: no injecting result lines through its stdout, no reading its memory."""
+    code = ("import os\nfor p in ('/proc/1/fd/1', '/proc/1/mem', '/proc/1/environ'):\n    try:\n"
+            "        open(p, 'wb' if p.endswith('/1') else 'rb')\n        print('opened', p)\n"
+            "    except OSError as e:\n        print(type(e).__name__)\nprint(os.getuid() > 0)")
+    result = run(code, [StdioTest("", "PermissionError\nPermissionError\nPermissionError\nTrue\n")], limits=FAST)
+    assert result.all_passed, result.results[0]
+
+
 # ------------------------------------------------------------------------------------------- backends
 def test_missing_bubblewrap_is_reported_clearly(monkeypatch):
     sandbox._bwrap_problem.cache_clear()
