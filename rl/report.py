@@ -26,7 +26,8 @@ from rl.metrics import read_jsonl
 ALIASES = {"time/samples_per_s": "rollout/samples_per_s", "time/step_seconds": "rollout/batch_latency_seconds",
            "time/elapsed_seconds": "learner/elapsed_seconds", "policy/version": "learner/policy_version"}
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-UNIT_INTERVAL = ("pass_rate", "fraction", "truncation_rate", "clip_fraction", "idle_fraction")
+UNIT_INTERVAL = ("pass_rate",)  # drawn on [0, 1]: runs and environments compare at a glance
+FROM_ZERO = ("fraction", "_rate", "_per_s", "seconds")  # non-negative: axis from 0 (small IS fractions stay visible)
 MAX_POINTS = 800  # per drawn series: a 10k-step run stays a few MB
 
 
@@ -197,8 +198,10 @@ def line_chart(title: str, tag: str, runs: list[Run], smoothing: float, tags: li
     if x1 == x0:
         x0, x1 = x0 - 1, x1 + 1
     y0, y1 = min(ys), max(ys)
-    if any(tag.endswith(u) or u in tag for u in UNIT_INTERVAL) and y0 >= 0 and y1 <= 1:
+    if any(u in tag for u in UNIT_INTERVAL) and y0 >= 0 and y1 <= 1:
         y0, y1 = 0.0, 1.0
+    elif any(u in tag for u in FROM_ZERO) and y0 >= 0 and y1 > 0:
+        y0, y1 = 0.0, y1 * 1.05
     elif y1 - y0 < 1e-12:
         y0, y1 = y0 - (abs(y0) * 0.1 or 1), y1 + (abs(y1) * 0.1 or 1)
     else:
