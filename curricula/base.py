@@ -39,11 +39,16 @@ def build_sampler(cfg, pools: dict[str, list[str]], *, seed: int, total_steps: i
         return UniformSampler(pools, seed=seed)
     if cfg.kind == "pass_rate_gaussian":
         from curricula.pass_rate_gaussian import PassRateGaussianSampler
-        from curricula.profile import load_profile, profile_path
+        from curricula.profile import load_profile, profile_path, read_header
 
         path = profile_path(cfg, run_dir)
         profile = None
         if path is not None and path.is_file():
+            header = read_header(path) or {}
+            if "seed" in header and header["seed"] != seed:
+                raise ValueError(f"profile {path} was made on the tasks of run.seed={header['seed']}, this run has "
+                                 f"run.seed={seed} (environments generate their tasks from the seed): profile again "
+                                 f"with run.seed={seed}, or point curriculum.profile at that run's profile")
             profile = load_profile(path)
             log(f"curriculum: pass-rate profile {path} ({sum(len(v) for v in profile.values())} tasks)")
         elif cfg.profile is not None:

@@ -85,18 +85,31 @@ def model_fingerprint(model_dir: Path) -> str:
 
 
 def _header(cfg, samples: int, rollout) -> dict[str, Any]:
+    # seed and options: environments generate their tasks from them, so they say which tasks the ids name
     return {"model": str(cfg.model.resolved_path()), "fingerprint": model_fingerprint(cfg.model.resolved_path()),
-            "samples": samples, "temperature": rollout.temperature, "max_new_tokens": rollout.max_new_tokens}
+            "samples": samples, "temperature": rollout.temperature, "max_new_tokens": rollout.max_new_tokens,
+            "seed": cfg.run.seed, "options": {n: e.options for n, e in cfg.envs.items()}}
+
+
+def read_header(path: str | Path) -> dict | None:
+    return _read(Path(path))[0]
 
 
 def _check_header(path: Path, old: dict | None, new: dict) -> None:
     if old is None:
         raise ValueError(f"profile {path} has no header line: not written by curricula.profile; use another --out")
-    diff = [k for k in ("fingerprint", "samples", "temperature", "max_new_tokens") if old.get(k) != new[k]]
+    diff = [k for k in ("fingerprint", "samples", "temperature", "max_new_tokens", "seed") if old.get(k) != new[k]]
+    diff += [f"options.{n}" for n in new["options"] if n in old.get("options", {}) and old["options"][n] != new["options"][n]]
     if diff:
-        what = ", ".join(f"{k} {old.get(k)!r} -> {new[k]!r}" for k in diff)
+        what = ", ".join(f"{k} {_get(old, k)!r} -> {_get(new, k)!r}" for k in diff)
         raise ValueError(f"profile {path} was made with other settings ({what}); delete it to re-profile or "
                          "pass --out NEW.jsonl")
+
+
+def _get(d: dict, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 class _Progress:
@@ -226,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="profile file (default curriculum.profile or <run dir>/profile.jsonl)")
     parser.add_argument("--batch", type=int, default=32, help="tasks per generate call (default 32)")
     parser.add_argument("--max-tasks", type=int, default=0, help="profile only the first N training tasks per env (0 = all)")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides may come before or after the options
     if args.samples < 1 or args.batch < 1 or args.max_tasks < 0:
         parser.error("--samples and --batch must be >= 1, --max-tasks >= 0")
     try:

@@ -276,5 +276,8 @@ def test_build_sampler_picks_the_kind_and_reads_the_run_profile(tmp_path):
         + "\n{\"env\": \"m\", \"task_id\": \"c\", \"sam")  # a line cut short by a kill is ignored
     s = build_sampler(_cfg(), pools, seed=0, total_steps=5, run_dir=tmp_path, log=logs.append)
     assert s.ids["m"] == ["b", "c"] and s.removed["m"]["solved"] == 1
+    (tmp_path / "seeded.jsonl").write_text(json.dumps({"header": {"samples": 4, "seed": 3}}) + "\n")
+    with pytest.raises(ValueError, match="run.seed=3, this run has run.seed=0"):
+        build_sampler(_cfg(profile=str(tmp_path / "seeded.jsonl")), pools, seed=0, total_steps=5)
     with pytest.raises(FileNotFoundError, match="curriculum.profile"):
         build_sampler(_cfg(profile=str(tmp_path / "missing.jsonl")), pools, seed=0, total_steps=5)
