@@ -38,7 +38,7 @@ def one_run(seed: int, control: bool, args) -> dict:
     overrides = [
         f"run.name={name}", f"run.output_dir={args.output_dir}", f"run.seed={seed}", f"run.steps={args.steps}",
         f"run.prompts_per_step={args.prompts}", f"run.samples_per_prompt={args.samples}", "run.checkpoint_every=0",
-        "eval.tasks_per_env=0", f"rollout.max_new_tokens={args.max_new_tokens}",
+        "eval.tasks_per_env=0", f"rollout.max_new_tokens={args.max_new_tokens}", f"model.path={args.model}",
         f"envs.chat.options.genrm_url={url}", "envs.chat.timeout_s=900", "envs.chat.retries=1",
         f"envs.chat.options.length_control.enabled={'true' if control else 'false'}",
     ] + list(args.override)
@@ -94,6 +94,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--judge-path", default="tiny-judge")
+    p.add_argument("--model", default="tiny", help="policy: 'tiny' (warm-started) or a model directory")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-length-control"))
     p.add_argument("--run-timeout-s", type=float, default=3600)
     p.add_argument("--json", type=Path, default=None)

@@ -1,25 +1,22 @@
-"""The GenRM service end to end with a real judge engine: a judge built by genrm.build_judge (reduced steps, so the
-session stays inside its time budget; cached in .cache like the tiny policy), served by `python -m genrm.serve`
-(its own vLLM engine, one for this test), reached by the chat environment over HTTP."""
+"""The GenRM service end to end with the real embedded judge: built by genrm.build_judge (the demo path's judge,
+cached in .cache/tiny-judge like the tiny policy; built here first when missing, ~1.5 min on a quiet 2-core
+machine), served by `python -m genrm.serve` (its own vLLM engine, the only one this test starts), reached by
+the chat environment over HTTP."""
 
 from __future__ import annotations
 
 import pytest
 
-from genrm.build_judge import JudgeBuildConfig, ensure_judge
+from genrm.build_judge import ensure_judge
 from genrm.serve import GenRMClient, start_local, stop_local
 from genrm.service import GenRMConfig
-from rl.model import REPO_ROOT
-
-# 60 steps (~30-60 s on 2 cores) teach the fixed output format; the default build (300 steps) also the content.
-SMOKE = JudgeBuildConfig(steps=60, eval_examples=16)
 
 
 @pytest.mark.slow
 def test_chat_groups_scored_by_the_real_judge_engine():
     from environments.chat import ChatEnvironment
 
-    judge_dir = ensure_judge(REPO_ROOT / ".cache" / "tiny-judge-smoke", SMOKE)
+    judge_dir = ensure_judge()
     proc, url = start_local(GenRMConfig(judge_path=str(judge_dir), max_retries=1), timeout_s=600)
     try:
         env = ChatEnvironment({"num_tasks": 4, "genrm_url": url, "timeout_s": 300})
@@ -40,4 +37,4 @@ def test_chat_groups_scored_by_the_real_judge_engine():
     assert verdicts[0].components["think_tokens"] == len(f"The topic is {records[0].reference}.")
     assert metrics.cohorts == 2 and metrics.comparisons == 8  # circular: N = 4 comparisons per group
     assert 8 <= metrics.judge_calls <= 16 and metrics.parse_failures <= 8  # retries bounded by max_retries
-    assert metrics.judge_batches == 1  # both groups in one judge call
+    assert 1 <= metrics.judge_batches <= 2  # usually both groups share one call (exact batching: test_service.py)
