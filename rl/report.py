@@ -13,6 +13,7 @@ smoothed with TensorBoard's debiased exponential moving average (--smoothing, 0 
 from __future__ import annotations
 
 import argparse
+import datetime
 import html
 import json
 import math
@@ -463,8 +464,6 @@ def render(runs: list[Run], smoothing: float = 0.6, title: str | None = None) ->
         ("importance-sampling", "IS"), ("staleness", "staleness"), ("throughput", "throughput"), ("eval", "eval"),
         ("curriculum", "curriculum"), ("genrm", "GenRM"), ("learner", "learner"), ("other", "other")))
     legend = "".join(f'<span><i style="background:{r.color}"></i>{html.escape(r.name)}</span>' for r in runs)
-    import datetime
-
     made = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
