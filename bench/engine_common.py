@@ -22,6 +22,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # a checkout that is not pip-installed
 
 RESULTS_DIR = REPO / "bench" / "results"
+NICE = int(os.environ.get("POLYRL_BENCH_NICE", "15"))  # see renice_tree
 
 
 def default_model() -> Path:
@@ -69,6 +70,7 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "nice": os.nice(0),
+        "bench_nice_after_ray_start": NICE,
         "python": platform.python_version(),
         "commit": commit,
     }
@@ -106,6 +108,44 @@ class Timer:
         self.seconds = time.perf_counter() - self.t0
 
 
+def renice_tree(niceness: int = NICE) -> None:
+    """Lower this process and all its descendants (Ray's raylet, GCS, workers) to `niceness`.
+
+    Why not just `nice -n 15 python bench/...`: Ray 2.60's raylet gives up when its dashboard agent (a Python
+    process that spends ~10 s importing) has not written its port file within a hard-coded wait, and on a loaded
+    shared machine a niced agent does not make it ("The current node timed out during startup",
+    ray-project/ray#65983). So the benches start Ray at the caller's priority and drop to `niceness` right
+    after; processes forked later (actors, vLLM, environment servers) inherit it. POLYRL_BENCH_NICE=0 keeps the
+    caller's priority (the quiet-machine measurements)."""
+    import psutil
+
+    me = psutil.Process()
+    for proc in [me] + me.children(recursive=True):
+        try:
+            if proc.nice() < niceness:
+                proc.nice(niceness)
+        except (psutil.Error, OSError):
+            pass  # a process that just exited
+
+
+def init_ray(attempts: int = 3) -> None:
+    """A local Ray for a bench (then reniced, see renice_tree), retried on the start-up timeout."""
+    import ray
+
+    for i in range(attempts):
+        try:
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True,
+                     runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+            renice_tree()
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception here
+            if "timed out during startup" not in str(err) or i == attempts - 1:
+                raise
+            print(f"ray.init failed ({err}); retrying ({i + 2}/{attempts})", flush=True)
+            ray.shutdown()
+            time.sleep(5)
+
+
 # ----------------------------------------------------------------------------------------------- polyrl runs
 
 RUNS_DIR = REPO / "runs" / "bench"
@@ -125,11 +165,18 @@ def run_polyrl(name: str, envs: str, overrides: list[str], timeout_s: float = 36
     log_path = RUNS_DIR / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     print(f"polyrl run {name}: rl/train.py {' '.join(argv)}  (log {log_path})", flush=True)
-    t0 = time.time()
-    with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "train", *argv], cwd=REPO,
-                              stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
-    wall = time.time() - t0
+    for attempt in range(3):
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        t0 = time.time()
+        with open(log_path, "w") as log:
+            proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "train", *argv], cwd=REPO,
+                                  stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        wall = time.time() - t0
+        # see init_ray: Ray's start-up can time out on a loaded machine; anything else is a real failure
+        if proc.returncode == 0 or "timed out during startup" not in log_path.read_text():
+            break
+        print(f"  Ray start-up timed out in the child; retrying ({attempt + 2}/3)", flush=True)
     if proc.returncode != 0:
         tail = "\n".join(log_path.read_text().splitlines()[-30:])
         raise RuntimeError(f"polyrl run {name} failed (exit {proc.returncode}); last lines of {log_path}:\n{tail}")
@@ -223,6 +270,14 @@ def _child_train(argv: list[str]) -> int:
             self._bench_in_eval = False
 
     orch_mod.Orchestrator.verify, orch_mod.Orchestrator.evaluate = verify, evaluate
+    orig_init = rl.train._init_ray
+
+    def init_ray_then_renice(cfg):
+        started = orig_init(cfg)
+        renice_tree()  # see renice_tree: Ray starts at the caller's priority, everything after runs niced
+        return started
+
+    rl.train._init_ray = init_ray_then_renice
     return rl.train.main(argv)
 
 

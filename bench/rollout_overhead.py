@@ -8,10 +8,11 @@ Target (issue 4): the worker at least 85% of bare vLLM's tokens/s.
 
 One Ray actor holds one vLLM engine (the real rollout actor, RolloutWorker, subclassed here only to add the
 bare and profiling entry points), so both paths share the engine arguments (rl.engine.engine_kwargs), the
-prompts and the SamplingParams (RolloutWorker.sampling_params) by construction. Per round, in alternating order:
+prompts and the SamplingParams (RolloutWorker.sampling_params) by construction. Per round, in rotating order:
 
 - bare:     `llm.generate(TokensPrompt(ids), params)` inside the actor on prompt ids tokenised beforehand and
             outside the timing; the strictest baseline (no chat template, no tokenising, no Sample objects);
+- bare_task_params: the same, but with the per-task list of SamplingParams the worker builds (one per prompt);
 - worker:   `RolloutWorker.generate(tasks, n)` timed inside the actor (what the actor itself spends);
 - worker via Ray: the same call timed from the driver around `ray.get(worker.generate.remote(...))`, i.e. plus
             argument/result serialisation and the object store, which is what the orchestrator sees.
@@ -31,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_common import REPO, default_model, machine, math_tasks, model_params, table, write_result  # noqa: E402
+from engine_common import default_model, init_ray, machine, math_tasks, model_params, table, write_result  # noqa: E402
 
 from rl.rollout import RolloutWorker  # noqa: E402
 
@@ -51,10 +52,17 @@ class BenchWorker(RolloutWorker):
         seconds = time.perf_counter() - t0
         return {"tokens": sum(len(c.token_ids) for o in outs for c in o.outputs), "seconds": seconds}
 
-    def timed_generate(self, tasks, n: int) -> dict:
+    def bare_generate_task_params(self, prompt_ids: list[list[int]], tasks, n: int) -> dict:
+        """Bare generate, but with the per-task list of SamplingParams the worker passes vLLM: tells a cost of
+        vLLM's per-request params handling apart from the worker's own overhead."""
+        from vllm.inputs import TokensPrompt
+
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        params = [self.sampling_params(n, t) for t in tasks]
         t0 = time.perf_counter()
-        res = self.generate(tasks, n)
-        return {"tokens": res["tokens"], "seconds": time.perf_counter() - t0}
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        seconds = time.perf_counter() - t0
+        return {"tokens": sum(len(c.token_ids) for o in outs for c in o.outputs), "seconds": seconds}
 
     def profiled_generate(self, tasks, n: int) -> dict:
         """generate() with its pieces timed by wrapping them (rl/rollout.py itself is not changed)."""
@@ -122,8 +130,7 @@ def main(argv=None) -> int:
     print(f"model {model_dir} ({model_params(model_dir) or '?'} params); {args.prompts} math prompts x "
           f"{args.samples} samples, {args.max_new_tokens} new tokens; load average {start['load_average']}", flush=True)
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
+    init_ray()
     try:
         actor = ray.remote(BenchWorker).options(num_cpus=1).remote(model_cfg, roll_cfg, args.seed, 0)
         ray.get(actor.ready.remote())
@@ -132,12 +139,14 @@ def main(argv=None) -> int:
         n, mt = args.samples, args.max_new_tokens
         ray.get(actor.bare_generate.remote(prompt_ids, n, mt))  # warm-up: first-call allocations
         ray.get(actor.generate.remote(tasks, n))
-        rounds = {"bare": [], "worker": [], "worker_via_ray": []}
+        rounds = {"bare": [], "bare_task_params": [], "worker": [], "worker_via_ray": []}
         for r in range(args.rounds):
-            order = ("bare", "worker") if r % 2 == 0 else ("worker", "bare")
-            for path in order:
+            order = ("bare", "bare_task_params", "worker")
+            for path in order[r % 3:] + order[: r % 3]:  # rotate which path runs first
                 if path == "bare":
                     rounds["bare"].append(ray.get(actor.bare_generate.remote(prompt_ids, n, mt)))
+                elif path == "bare_task_params":
+                    rounds[path].append(ray.get(actor.bare_generate_task_params.remote(prompt_ids, tasks, n)))
                 else:
                     t0 = time.perf_counter()
                     res = ray.get(actor.generate.remote(tasks, n))
@@ -158,7 +167,7 @@ def main(argv=None) -> int:
     # rounds are paired (bare and worker back to back, order alternating): the median of per-pair ratios is
     # less sensitive to a machine whose load drifts during the run than the ratio of the totals
     paired = {k: statistics.median((w["tokens"] / w["seconds"]) / (b["tokens"] / b["seconds"])
-                                   for w, b in zip(rounds[k], rounds["bare"])) for k in ("worker", "worker_via_ray")}
+                                   for w, b in zip(rounds[k], rounds["bare"])) for k in ("bare_task_params", "worker", "worker_via_ray")}
     summary = {}
     rows = []
     for k, runs in rounds.items():

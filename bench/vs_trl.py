@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_common import REPO, default_model, machine, run_polyrl, table, write_result  # noqa: E402
+from engine_common import NICE, REPO, default_model, machine, run_polyrl, table, write_result  # noqa: E402
 
 TARGET = 3.0
 TRL_VENV = REPO / ".cache" / "bench-trl-venv"
@@ -156,7 +156,7 @@ def run_trl(py: Path, model_dir: Path, steps: list[list[str]], seed: int, timeou
     print(f"TRL run: {len(steps)} steps in {TRL_VENV} (log {log})", flush=True)
     t0 = time.time()
     with open(log, "w") as f:
-        proc = subprocess.run([str(py), str(Path(__file__).resolve()), "--trl-child", str(work / "spec.json"),
+        proc = subprocess.run(["nice", "-n", str(NICE), str(py), str(Path(__file__).resolve()), "--trl-child", str(work / "spec.json"),
                                str(out)], cwd=REPO, env=envvars, stdout=f, stderr=subprocess.STDOUT, timeout=timeout_s)
     if proc.returncode != 0 or not out.is_file():
         tail = "\n".join(log.read_text().splitlines()[-30:])

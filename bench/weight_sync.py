@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from engine_common import REPO, default_model, machine, model_params, table, write_result  # noqa: E402
+from engine_common import REPO, default_model, init_ray, machine, model_params, table, write_result  # noqa: E402
 
 BIG_DIR = REPO / ".cache" / "bench-qwen3-moe-57m"
 
@@ -121,14 +121,13 @@ def main(argv=None) -> int:
     import ray
 
     start = machine()
+    init_ray()  # first: it also lowers this process's priority (engine_common.renice_tree)
     bw = memory_bandwidth(256 if args.quick else 512)
     print(f"memory bandwidth (single-thread copy): numpy {bw['numpy_copy_gb_s']:.2f} GB/s, torch "
           f"{bw['torch_copy_gb_s']:.2f} GB/s; load average {start['load_average']}", flush=True)
     models = [args.model or default_model()]
     if not args.no_big:
         models.append(build_big(BIG_DIR))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"PYTHONPATH": str(REPO)}})
     results = []
     try:
         for m in models:
