@@ -61,8 +61,15 @@ def one_run(seed: int, control: bool, args) -> dict:
     t0 = time.time()
     try:
         watcher.start()
-        log = open(Path(args.output_dir) / f"{name}.log", "w")
-        rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, timeout=args.run_timeout_s).returncode
+        log_path = Path(args.output_dir) / f"{name}.log"
+        for attempt in range(3):
+            with open(log_path, "w") as log:
+                rc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                    timeout=args.run_timeout_s).returncode
+            # Ray waits a fixed 30 s for its raylet; on a saturated machine it can miss that: try again
+            if rc == 0 or "timed out during startup" not in log_path.read_text(errors="replace"):
+                break
+            print(f"{name}: Ray did not start in time (attempt {attempt + 1}); retrying", flush=True)
         final = client.metrics()
     finally:
         stop.set()
