@@ -163,6 +163,11 @@ def run_trl(py: Path, model_dir: Path, steps: list[list[str]], seed: int, timeou
         raise RuntimeError(f"TRL run failed (exit {proc.returncode}); last lines of {log}:\n{tail}")
     res = json.loads(out.read_text())
     res["process_wall_seconds"] = time.time() - t0
+    return summarise_trl(res)
+
+
+def summarise_trl(res: dict) -> dict:
+    """samples/s and the mean step breakdown (steps 2..N) from the TRL child's raw timings."""
     st = res["step_seconds"]
     n = PROMPTS_PER_STEP * SAMPLES
     res["samples_per_s"] = n * len(st) / sum(st)
