@@ -123,6 +123,12 @@ class Orchestrator:
         shards = [tasks[i :: len(workers)] for i in range(len(workers))]
         refs = [w.generate.remote(shard, n) for w, shard in zip(workers, shards) if shard]
         results = await wait(refs)
+        # speculative-decoding counters and thinking-budget cuts, summed until record() logs them (issue 8)
+        extra = self.__dict__.setdefault("rollout_extra", {})
+        for r in results:
+            for k, v in list((r.get("spec") or {}).items()) + [("thinking_truncated", r.get("thinking_truncated", 0))]:
+                if k != "acceptance_rate":
+                    extra[k] = extra.get(k, 0) + v
         by_task: dict[int, list] = {}
         for wi, res in enumerate(results):
             for j, group in enumerate(res["groups"]):
@@ -307,6 +313,11 @@ class Orchestrator:
             "learner/policy_version": self.version,
         })
         scalars["rollout/batch_latency_seconds"] = step_time
+        extra, self.rollout_extra = getattr(self, "rollout_extra", {}), {}
+        if extra.get("draft_tokens"):
+            scalars["rollout/spec_acceptance_rate"] = extra["accepted_tokens"] / extra["draft_tokens"]
+        if extra.get("thinking_truncated"):
+            scalars["rollout/thinking_truncated"] = extra["thinking_truncated"]
         self.metrics.log(self.step, scalars, {"buffer/staleness": staleness})
         with open(self.run_dir / "batches.jsonl", "a") as f:  # the data position, step by step (resume audits)
             f.write(json.dumps({"step": self.step, "tasks": [t.key for t in batch.tasks]}) + "\n")

@@ -64,7 +64,7 @@ def test_expert_bias_moves_an_unbalanced_load_towards_balance():
     ids = torch.tensor([3, 4, 5])[torch.randint(0, 3, (8, 32), generator=gen)]  # [B, L]
     mask = torch.ones_like(ids)
 
-    def step(rate: float) -> float:
+    def step(rate: float) -> float:  # one forward: count, measure, update the bias
         with torch.no_grad(), mon.counting(mask):
             model(input_ids=ids, attention_mask=mask)
         imbalance = mon.metrics()["router/load_imbalance_max"]
@@ -73,12 +73,10 @@ def test_expert_bias_moves_an_unbalanced_load_towards_balance():
         mon.reset()
         return imbalance
 
-    first = step(0.0)
-    hot = {n: int(c.argmax()) for n, c in mon.counts.items()}  # reset zeroed them: recount below
     with torch.no_grad(), mon.counting(mask):
         model(input_ids=ids, attention_mask=mask)
-    hot = {n: int(c.argmax()) for n, c in mon.counts.items()}
-    cold = {n: int(c.argmin()) for n, c in mon.counts.items()}
+    first = mon.metrics()["router/load_imbalance_max"]
+    hot = {n: int(c.argmax()) for n, c in mon.counts.items()}  # the most loaded expert of each layer
     mon.reset()
     history = [step(1e-3) for _ in range(150)]  # the default rate
     late = sum(history[-20:]) / 20
@@ -87,7 +85,8 @@ def test_expert_bias_moves_an_unbalanced_load_towards_balance():
     assert late < 0.75 * first, (first, late)
     for name, router in mon.routers.items():
         bias = routing_bias(router)
-        assert float(bias[hot[name]]) < 0 < float(bias[cold[name]]), bias  # hot experts pushed down, cold up
+        # the initially hottest expert was pushed down, below others that were pushed up
+        assert float(bias[hot[name]]) < 0 < float(bias.max()), bias
 
 
 pytestmark_slow = pytest.mark.slow
