@@ -167,6 +167,23 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
+def tick_labels(ticks: list[float]) -> list[str]:
+    """Labels with just enough decimals to tell neighbouring ticks apart.
+
+    >>> tick_labels([0.9985, 0.999, 0.9995, 1.0])
+    ['0.9985', '0.9990', '0.9995', '1.0000']
+    """
+    if len(ticks) < 2:
+        return [_fmt(t) for t in ticks]
+    step = abs(ticks[1] - ticks[0])
+    if step >= 1 or max(abs(t) for t in ticks) >= 1e5 or step < 1e-6:
+        return [_fmt(t) for t in ticks]
+    decimals = max(0, math.ceil(-math.log10(step) - 1e-9))
+    if any(abs(round(t, decimals) - t) > step * 1e-6 for t in ticks):
+        decimals += 1  # 2.5, 0.25 steps need one more
+    return [f"{t:.{decimals}f}" for t in ticks]
+
+
 def rebin(hists: list[Hist], lo: float, hi: float, bins: int) -> list[float]:
     """TensorBoard buckets (one step or several, summed) redistributed into `bins` equal bins over [lo, hi], as
     fractions of all values. Each bucket's count goes to the bin of its midpoint, clamped to the observed range."""
@@ -220,11 +237,11 @@ def line_chart(title: str, tag: str, runs: list[Run], smoothing: float, tags: li
 
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
            f'<text x="{ML}" y="16" class="ct">{html.escape(title)}</text>']
-    for v in yt:
+    for v, label in zip(yt, tick_labels(yt)):
         out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{py(v):.1f}" y2="{py(v):.1f}" class="grid"/>'
-                   f'<text x="{ML - 4}" y="{py(v) + 4:.1f}" class="yt">{_fmt(v)}</text>')
+                   f'<text x="{ML - 4}" y="{py(v) + 4:.1f}" class="yt">{label}</text>')
     for s in nice_ticks(x0, x1, 6):
-        if x0 <= s <= x1:
+        if x0 <= s <= x1 and float(s).is_integer():  # steps are integers
             out.append(f'<text x="{px(s):.1f}" y="{H - MB + 15}" class="xt">{_fmt(s)}</text>')
     out.append(f'<text x="{ML + pw / 2}" y="{H - 4}" class="xt">step</text>'
                f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" class="frame"/>')
@@ -270,10 +287,10 @@ def bar_chart(title: str, key: str, groups: list[tuple[str, str, list[float]]], 
     bw = slot * 0.8 / len(groups)
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img">',
            f'<text x="{ML}" y="16" class="ct">{html.escape(title)}</text>']
-    for v in yt:
+    for v, label in zip(yt, tick_labels(yt)):
         y = MT + (1 - v / y1) * ph
         out.append(f'<line x1="{ML}" x2="{W - MR}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
-                   f'<text x="{ML - 4}" y="{y + 4:.1f}" class="yt">{_fmt(v)}</text>')
+                   f'<text x="{ML - 4}" y="{y + 4:.1f}" class="yt">{label}</text>')
     label_every = max(1, bins // 10)
     for b in range(bins + 1):
         if integer and b < bins and b % label_every == 0:
