@@ -199,7 +199,9 @@ def analyse_run(run_dir: Path) -> dict:
     from rl.metrics import read_jsonl
 
     rows = read_jsonl(run_dir / "metrics.jsonl")
-    steps = [r for r in rows if "time/elapsed_seconds" in r]
+    # the loop's elapsed time was logged as time/elapsed_seconds, now as learner/elapsed_seconds (issue 9 names)
+    ek = "learner/elapsed_seconds" if any("learner/elapsed_seconds" in r for r in rows) else "time/elapsed_seconds"
+    steps = [r for r in rows if ek in r and "rollout/samples" in r]
     evals = [r for r in rows if any(k.startswith("eval/") for k in r)]
     if not steps:
         raise RuntimeError(f"{run_dir}: no step rows in metrics.jsonl")
@@ -207,13 +209,13 @@ def analyse_run(run_dir: Path) -> dict:
     verifies = [json.loads(x) for x in verify_path.read_text().splitlines()] if verify_path.is_file() else []
     train_verifies = [v for v in verifies if not v["eval"]]
     n = len(steps)
-    elapsed = steps[-1]["time/elapsed_seconds"]
+    elapsed = steps[-1][ek]
     samples = [s["rollout/samples"] for s in steps]
     total = lambda k: sum(s.get(k, 0.0) for s in steps)  # noqa: E731
     gen, load = total("rollout/seconds"), total("sync/load_seconds")
     train, export, wait = total("learner/train_seconds"), total("sync/export_seconds"), total("learner/wait_seconds")
     ver = sum(v["seconds"] for v in train_verifies)
-    steady_dt = elapsed - steps[0]["time/elapsed_seconds"]
+    steady_dt = elapsed - steps[0][ek]
     out = {
         "steps": n,
         "loop_seconds": elapsed,
