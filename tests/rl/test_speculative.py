@@ -20,8 +20,6 @@ per-position distributions are peaked and context-dependent (entropy ~1-2 nats i
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 import torch
 
@@ -74,7 +72,8 @@ def _score(model, samples) -> dict:
     return {"z": d_sum / v_sum**0.5, "mean": d_sum / n, "var": v_sum / n**2, "tokens": n, "worst_logprob_gap": worst}
 
 
-def test_ngram_speculation_samples_the_target_distribution(rollout_worker, tiny_policy_dir, peaked_policy):
+def test_ngram_speculation_samples_the_target_distribution(rollout_worker, tiny_policy_dir, peaked_policy,
+                                                            ray_session):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
     from vllm import SamplingParams
@@ -98,12 +97,14 @@ def test_ngram_speculation_samples_the_target_distribution(rollout_worker, tiny_
     spec_cfg = RolloutConfig(speculative=SpeculativeConfig(method="ngram", num_speculative_tokens=3,
                                                            prompt_lookup_min=1, prompt_lookup_max=3,
                                                            allow_biased_cpu_sampling=True))
-    worker = RolloutWorker(ModelConfig(path=str(peaked_policy)), spec_cfg, seed=1)
+    # its own process (a Ray actor): tearing down a second in-process engine would take vLLM's process-global
+    # parallel state down with it, breaking the session engine for later tests
+    worker = ray_session.remote(RolloutWorker).options(num_cpus=1).remote(ModelConfig(path=str(peaked_policy)),
+                                                                          spec_cfg, 1)
     try:
-        res = worker.generate(tasks, n=8)
+        res = ray_session.get(worker.generate.remote(tasks, 8), timeout=900)
     finally:
-        del worker
-        gc.collect()
+        ray_session.kill(worker)
     spec = [s for g in res["groups"] for s in g]
 
     model = AutoModelForCausalLM.from_pretrained(peaked_policy, dtype=torch.float32).eval()
