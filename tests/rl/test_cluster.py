@@ -97,12 +97,19 @@ def test_ray_job_submit_against_a_head_the_test_starts(tmp_path, tiny_policy_dir
             time.sleep(2)
         else:
             pytest.fail(f"Ray head did not come up: {probe.stderr[-2000:]}")
-        job = subprocess.run(
-            [f"{venv_bin}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
-             "python", "rl/train.py", "--envs", "echo", f"model.path={tiny_policy_dir}", f"run.output_dir={tmp_path}",
-             "run.name=job", "run.steps=2", "run.prompts_per_step=2", "run.samples_per_prompt=2",
-             "rollout.max_new_tokens=8", "eval.tasks_per_env=0"],
-            env=env, capture_output=True, text=True, timeout=600)
+        # The dashboard answers `ray job list` before its job agent has registered; until then a submission is
+        # refused with "No available agent to submit job, please try again later" (nothing was started), so retry.
+        submit_deadline = time.time() + 120
+        while True:
+            job = subprocess.run(
+                [f"{venv_bin}/ray", "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+                 "python", "rl/train.py", "--envs", "echo", f"model.path={tiny_policy_dir}",
+                 f"run.output_dir={tmp_path}", "run.name=job", "run.steps=2", "run.prompts_per_step=2",
+                 "run.samples_per_prompt=2", "rollout.max_new_tokens=8", "eval.tasks_per_env=0"],
+                env=env, capture_output=True, text=True, timeout=600)
+            if "No available agent to submit job" not in job.stderr + job.stdout or time.time() > submit_deadline:
+                break
+            time.sleep(3)
         assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-2000:]
         assert "succeeded" in job.stdout.lower()
         assert "done: 2 steps" in job.stdout
