@@ -84,7 +84,10 @@ def test_ray_job_submit_against_a_head_the_test_starts(tmp_path, tiny_policy_dir
     gcs, dash = _free_port(), _free_port()
     head = subprocess.Popen(
         [f"{venv_bin}/ray", "start", "--head", "--block", "--num-cpus", "2", f"--port={gcs}",
-         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats"],
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--include-dashboard=true", "--disable-usage-stats",
+         # the job agent's HTTP port defaults to 52365 for every Ray on the host: with the session's local Ray
+         # (ray_session) already holding it, this head's agent cannot bind and every submission is refused
+         f"--dashboard-agent-listen-port={_free_port()}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         address = f"http://127.0.0.1:{dash}"
