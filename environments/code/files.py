@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from environments.files import id_prefix, pick_column, read_table
 from verifiers.sandbox import MAX_TESTS, as_test
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,6 @@ DIFFICULTY_COLUMNS = ("difficulty", "level")
 BUILDERS = {".jsonl": "json", ".json": "json", ".ndjson": "json", ".parquet": "parquet"}
 LEVELS = {"introductory": "easy", "interview": "medium", "competition": "hard",
           "1": "easy", "2": "easy", "3": "medium", "4": "hard", "5": "hard"}
-_NAME_RE = re.compile(r"[^A-Za-z0-9_]+")
 
 
 class CodeTaskFile(BaseModel):
@@ -80,7 +79,7 @@ def file_name(spec: CodeTaskFile) -> str:
     >>> file_name(CodeTaskFile(path="data/apps-test.jsonl"))
     'apps_test'
     """
-    return spec.name or _NAME_RE.sub("_", Path(spec.path).stem).strip("_") or "file"
+    return id_prefix(spec.path, spec.name)
 
 
 def _decode(value: Any) -> Any:
@@ -141,39 +140,14 @@ def parse_tests(value: Any, fn_name: str | None = None, allow_empty: bool = Fals
 
 def _column(given: str | None, candidates: tuple[str, ...], columns: list[str], what: str, display: str,
             option: str, required: bool) -> str | None:
-    if given is not None:
-        if given not in columns:
-            raise ValueError(f"code task file {display}: no {what} column {given!r} (columns: {columns}); set "
-                             f"`{option}` in its files entry to one of them")
-        return given
-    found = next((c for c in candidates if c in columns), None)
-    if found is None and required:
-        raise ValueError(f"code task file {display}: no {what} column (looked for {list(candidates)}; columns: "
-                         f"{columns}); name it with `{option}` in the file's entry of the `files` option")
-    return found
+    return pick_column(given, candidates, columns, kind="code", what=what, display=display, option=option,
+                       required=required)
 
 
 def _read(path: Path, display: str) -> Any:
-    import datasets  # heavy: imported only when a file is configured
-
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(f"code task file {display}: unsupported extension {path.suffix!r}; use one of "
-                         f"{sorted(BUILDERS)}")
-    if not path.is_file():
-        raise ValueError(f"code task file {display} does not exist; fix the path in the `files` option "
-                         "(relative paths are relative to the server's working directory)")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as e:
-        raise ValueError(f"code task file {display} could not be read as {builder} ({type(e).__name__}: "
-                         f"{str(e)[:300]}); fix the file: one JSON object per line (jsonl) or a Parquet table; "
-                         "store tests as a JSON string if their shape varies between rows") from e
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
+    return read_table(path, display, kind="code", builders=BUILDERS,
+                      fix="fix the file: one JSON object per line (jsonl) or a Parquet table; store tests as a JSON "
+                          "string if their shape varies between rows")
 
 
 def _difficulty(value: Any, default: str, difficulties: tuple[str, ...]) -> str:

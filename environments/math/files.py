@@ -11,12 +11,12 @@ naming the file, the row and the fix; with `skip_bad_rows` it is skipped instead
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
+from environments.files import id_prefix, pick_column, read_table
 from verifiers.math import MAX_ANSWER_CHARS, extract_answer
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,6 @@ ANSWER_COLUMNS = ("answer", "final_answer", "solution")
 DIFFICULTY_COLUMNS = ("difficulty", "level")
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 LEVELS = {"1": "easy", "2": "easy", "3": "medium", "4": "hard", "5": "hard"}
-_NAME_RE = re.compile(r"[^A-Za-z0-9_]+")
 
 
 class TaskFile(BaseModel):
@@ -67,21 +66,13 @@ def file_name(spec: TaskFile) -> str:
     >>> file_name(TaskFile(path="data/gsm8k-test.v2.jsonl")), file_name(TaskFile(path="x.jsonl", name="math500"))
     ('gsm8k_test_v2', 'math500')
     """
-    return spec.name or _NAME_RE.sub("_", Path(spec.path).stem).strip("_") or "file"
+    return id_prefix(spec.path, spec.name)
 
 
-def _column(spec_value: str | None, candidates: tuple[str, ...], columns: list[str], what: str,
-            path: str, option: str, required: bool) -> str | None:
-    if spec_value is not None:
-        if spec_value not in columns:
-            raise ValueError(f"math task file {path}: no {what} column {spec_value!r} (columns: {columns}); "
-                             f"set `{option}` in its files entry to one of them")
-        return spec_value
-    found = next((c for c in candidates if c in columns), None)
-    if found is None and required:
-        raise ValueError(f"math task file {path}: no {what} column (looked for {list(candidates)}; columns: "
-                         f"{columns}); name it with `{option}` in the file's entry of the `files` option")
-    return found
+def _column(given: str | None, candidates: tuple[str, ...], columns: list[str], what: str, display: str,
+            option: str, required: bool) -> str | None:
+    return pick_column(given, candidates, columns, kind="math", what=what, display=display, option=option,
+                       required=required)
 
 
 def _answer(value: Any) -> str:
@@ -120,26 +111,9 @@ def _difficulty(value: Any, default: str, difficulties: tuple[str, ...]) -> str:
 
 
 def _read(path: Path, display: str) -> Any:
-    import datasets  # heavy: imported only when a file is configured
-
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise ValueError(f"math task file {display}: unsupported extension {path.suffix!r}; use one of "
-                         f"{sorted(BUILDERS)}")
-    if not path.is_file():
-        raise ValueError(f"math task file {display} does not exist; fix the path in the `files` option "
-                         "(relative paths are relative to the server's working directory)")
-    bars = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # one bar per file and per verify worker would flood the server log
-    try:
-        return datasets.load_dataset(builder, data_files=str(path), split="train")
-    except Exception as e:
-        raise ValueError(f"math task file {display} could not be read as {builder} ({type(e).__name__}: "
-                         f"{str(e)[:300]}); fix the file: one JSON object per line (jsonl) or a Parquet table, "
-                         "each column holding a single type") from e
-    finally:
-        if bars:
-            datasets.enable_progress_bars()
+    return read_table(path, display, kind="math", builders=BUILDERS,
+                      fix="fix the file: one JSON object per line (jsonl) or a Parquet table, each column holding "
+                          "a single type")
 
 
 def load_file(spec: TaskFile, *, default_difficulty: str, difficulties: tuple[str, ...],

@@ -248,9 +248,10 @@ def test_bad_options_list_the_valid_ones():
 def test_doctests():
     import doctest
 
+    import environments.files
     import environments.math
     import environments.math.files
     import environments.math.generator
 
-    for module in (environments.math, environments.math.generator, environments.math.files):
+    for module in (environments.math, environments.math.generator, environments.math.files, environments.files):
         assert doctest.testmod(module).failed == 0, module.__name__
