@@ -10,7 +10,7 @@ ENVS ?= math,json_schema
 DEMO_RUN := runs/tiny-cpu# run.output_dir/run.name of configs/tiny-cpu.yaml: the demo's report is written there
 PYTEST_ARGS ?=
 
-.PHONY: install demo dashboard test test-fast tiny-policy config-reference clean
+.PHONY: install demo dashboard test test-faults test-fast tiny-policy config-reference clean
 
 install: $(STAMP)
 
@@ -52,7 +52,11 @@ dashboard: install
 	$(PY) -m rl.dashboard $(RUN)
 
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not faults_long" $(PYTEST_ARGS)
+
+# Fault injection, fuzzing and resume at full length (issue 10); the short versions also run in `make test`.
+test-faults: install
+	HYPOTHESIS_PROFILE=long $(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 test-fast: install
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
