@@ -50,6 +50,11 @@ class RunConfig(Section):
     """Oldest accepted sample, in policy versions behind the learner; 0 is synchronous GRPO."""
     checkpoint_every: int = Field(20, ge=0)
     """Steps between checkpoints; 0 saves only at the end."""
+    watchdog_s: float = Field(600.0, ge=0)
+    """Report a stall (log + watchdog/* metrics, naming what each role is waiting for) when no sample batch and
+    no step completed for this long; 0 turns the watchdog off."""
+    watchdog_abort_s: float = Field(0.0, ge=0)
+    """Fail the run (StallError) after this long without progress; 0 only reports."""
 
 
 
@@ -194,6 +199,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ConfigError(f"override '{text}': value is not valid YAML: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # an int over 4,300 digits, nesting deeper than the stack (issue 10)
+        raise ConfigError(f"override '{key}': value cannot be loaded ({type(exc).__name__}: {str(exc)[:120]})") from None
     if isinstance(value, str):  # YAML 1.1 reads '1e-5' as a string; numbers are what users mean
         try:
             value = float(value) if any(c in value for c in ".eE") and not value.isalpha() else value
@@ -219,9 +226,13 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' does not exist (configs/ has: {', '.join(_shipped())})")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file '{path}' is not valid YAML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text ({exc}); save it as UTF-8") from None
+    except (ValueError, RecursionError) as exc:  # an int over 4,300 digits, nesting deeper than the stack (issue 10)
+        raise ConfigError(f"config file '{path}' cannot be loaded ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{path}' must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -243,6 +254,9 @@ def build_config(
         if not names:
             raise ConfigError(f"--envs '{envs}' names no environment (e.g. --envs math,json_schema)")
         current = raw.get("envs") or {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"config file: 'envs' must be a mapping of environment names to settings (e.g. "
+                              f"envs: {{math: {{}}}}), got {type(current).__name__} {str(current)[:60]!r}")
         raw["envs"] = {n: (current.get(n) or {}) for n in names}
     for text in overrides:
         parts, value = parse_override(text)
