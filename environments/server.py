@@ -5,6 +5,7 @@ down, and be written by someone who never reads rl/. Endpoints (bodies are the w
 
     GET  /health                              liveness, never needs the secret
     GET  /info     -> EnvInfo
+    GET  /stats                               open episode sessions (leak diagnostics for long runs)
     POST /tasks    TasksRequest  -> TasksResponse   prompts only: references never leave this process
     POST /reset    ResetRequest  -> ResetResponse   multi-turn environments only
     POST /step     StepRequest   -> StepResponse    multi-turn environments only
@@ -424,6 +425,14 @@ def create_app(env: Environment, *, secret: str | None = None, max_body_bytes: i
     @app.get("/info", dependencies=guarded)
     async def get_info() -> Response:
         return Response(info_json, media_type="application/json")
+
+    @app.get("/stats", dependencies=guarded)
+    async def stats() -> dict[str, Any]:
+        """Leak diagnostics for long runs (issue 10 soak): open episodes here and in the environment itself."""
+        live = getattr(env, "live_sessions", None)
+        return {"env": env.name, "sessions": len(sessions),
+                "env_sessions": await asyncio.to_thread(live) if callable(live) else None,
+                "verify_workers_recycled": pool.recycled if pool is not None else 0}
 
     @app.post("/tasks", dependencies=guarded)
     async def tasks(request: Request) -> Response:

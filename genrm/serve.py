@@ -38,7 +38,23 @@ _URL_LINE = re.compile(rb"^polyrl-genrm listening on (http://\S+)$", re.M)
 _REPO = Path(__file__).resolve().parent.parent
 
 
-def create_app(service: GenRMService, secret: str | None = None) -> FastAPI:
+async def _read_limited(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it is known to exceed `limit`: from Content-Length before reading
+    anything, else while streaming (chunked uploads), so an oversized body is never held in memory whole."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body of {declared} bytes exceeds the server limit of {limit}; send "
+                                 "smaller cohorts")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"request body exceeds the server limit of {limit} bytes; send smaller cohorts")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(service: GenRMService, secret: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         await service.start()
@@ -66,9 +82,7 @@ def create_app(service: GenRMService, secret: str | None = None) -> FastAPI:
     @app.post("/score")
     async def score(request: Request) -> Response:
         check(request)
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body exceeds {MAX_BODY_BYTES} bytes; send smaller cohorts")
+        body = await _read_limited(request, max_body_bytes)
         try:
             req = ScoreRequest.model_validate_json(body)
         except ValidationError as e:
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=0, help="0 picks a free port")
     p.add_argument("--config", default="{}", help="JSON object of GenRMConfig fields")
     p.add_argument("--secret-env", metavar="VAR", help="environment variable holding the shared secret")
+    p.add_argument("--max-body-bytes", type=int, default=MAX_BODY_BYTES, help="larger /score bodies get 413")
     p.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -113,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.secret_env and not secret:
         return fail(f"--secret-env {args.secret_env}: that environment variable is not set or empty")
     if not _is_loopback(args.host) and not secret:
-        return fail(f"refusing to listen on {args.host!r} without a secret; pass --secret-env VAR or bind 127.0.0.1")
+        return fail(f"refusing to listen on {args.host!r} without a secret: export one in an environment variable "
+                    "and pass --secret-env VAR (the chat environment sends it via its genrm_secret_env option), "
+                    "or bind 127.0.0.1")
     from genrm.service import VLLMJudge
 
     try:
@@ -122,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e))
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host.strip("[]"), args.port))
+    try:
+        sock.bind((args.host.strip("[]"), args.port))
+    except OSError as e:
+        return fail(f"cannot bind {args.host}:{args.port}: {e}")
     host = f"[{args.host}]" if ":" in args.host else args.host
     line = f"polyrl-genrm listening on http://{host}:{sock.getsockname()[1]}"
     parent = os.getppid() if args.exit_with_parent else None
@@ -141,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                     self.should_exit = True
                 await asyncio.sleep(1.0)
 
-    server = Server(uvicorn.Config(create_app(GenRMService(cfg, judge), secret), log_level="warning",
+    server = Server(uvicorn.Config(create_app(GenRMService(cfg, judge), secret, args.max_body_bytes), log_level="warning",
                                    access_log=False, timeout_graceful_shutdown=3))
     server.run(sockets=[sock])
     return 0
