@@ -13,14 +13,19 @@ from pydantic import Field
 from rl.types import Wire
 
 
+_MAX_WEIGHT = 1e6  # length-control weights beyond this are a mistake (rewards are judge scores of 1-5)
+
+
 class LengthControlParams(Wire):
     """Group relative length control (genrm/length_control.py); enabled=False returns the base rewards."""
 
     enabled: bool = True
-    lambda_think: float = 0.5
-    lambda_answer: float = 0.5
-    beta_think: float = 0.5
-    beta_answer: float = 0.5
+    # Bounded (issue 10 fuzzing): NaN or +-inf, which JSON bodies may carry, or weights big enough to overflow
+    # made rewards NaN/inf, serialised as null and unreadable by the client; real settings are around 0.5.
+    lambda_think: float = Field(0.5, ge=-_MAX_WEIGHT, le=_MAX_WEIGHT)
+    lambda_answer: float = Field(0.5, ge=-_MAX_WEIGHT, le=_MAX_WEIGHT)
+    beta_think: float = Field(0.5, ge=-_MAX_WEIGHT, le=_MAX_WEIGHT)
+    beta_answer: float = Field(0.5, ge=-_MAX_WEIGHT, le=_MAX_WEIGHT)
     percentile: float = Field(80, ge=0, le=100)
 
 

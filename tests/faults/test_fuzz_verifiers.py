@@ -63,6 +63,10 @@ pieces = st.one_of(st.text(max_size=200), invalid_utf8, lone_surrogates, nul, st
 spliced = st.lists(pieces, min_size=1, max_size=5).map("".join)
 # Every hostile shape; `huge` and deep `nested` are rarer, so most examples stay cheap.
 hostile_text = st.one_of(spliced, st.text(), nested, huge, st.sampled_from(HOSTILE_MATH))
+# The same without megabytes, for request bodies under a small server limit (tests/faults/test_fuzz_http.py).
+moderate_text = st.one_of(spliced, st.text(), st.sampled_from(HOSTILE_MATH).filter(lambda s: len(s) < 5000),
+                          st.builds(_nested, st.sampled_from(OPENERS), st.integers(1, 2000), st.booleans(),
+                                    st.text(max_size=8)))
 
 
 def bounded(fn, *args, **kwargs):
