@@ -6,6 +6,7 @@ same way lives here, with the environment's kind ("math", "code", ...) named in 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,36 @@ def pick_column(given: str | None, candidates: tuple[str, ...], columns: list[st
     return found
 
 
+def check_json_file(path: Path, display: str, *, kind: str) -> None:
+    """Every non-blank line of a .jsonl / .ndjson file is a JSON object, and a .json file starts with { or [;
+    else a ValueError naming the file and the line. datasets reports a bad line only as "an error occurred while
+    generating the dataset", and a file whose first value is `null` crashes the process (SIGSEGV in its pyarrow
+    reader; found by fuzzing, issue 10), so the lines are checked before datasets sees them."""
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        with path.open("rb") as f:
+            head = f.read(1 << 16).lstrip(b" \t\r\n\xef\xbb\xbf")
+        if head and head[:1] not in (b"{", b"["):
+            raise ValueError(f"{kind} task file {display} could not be read: it starts with {head[:20]!r}, not "
+                             "a JSON object or array; write one JSON object per line or a JSON array of objects")
+        return
+    if suffix not in (".jsonl", ".ndjson"):
+        return
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                value = json.loads(raw)  # bytes: invalid UTF-8 is a UnicodeDecodeError, a ValueError
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{kind} task file {display} could not be read: JSON parse error on line {n} "
+                                 f"({type(e).__name__}: {str(e)[:120]}); write one JSON object per line, UTF-8 "
+                                 "encoded") from None
+            if not isinstance(value, dict):
+                raise ValueError(f"{kind} task file {display} could not be read: line {n} is a JSON "
+                                 f"{type(value).__name__}, not an object; write one JSON object per line")
+
+
 def read_table(path: Path, display: str, *, kind: str, builders: dict[str, str], fix: str) -> Any:
     """The file as a `datasets.Dataset` (builder by extension); every failure is a ValueError that names the file
     and ends with `fix`, what the user should change in the file."""
@@ -50,6 +81,8 @@ def read_table(path: Path, display: str, *, kind: str, builders: dict[str, str],
     if not path.is_file():
         raise ValueError(f"{kind} task file {display} does not exist; fix the path in the `files` option "
                          "(relative paths are relative to the server's working directory)")
+    if builder == "json":
+        check_json_file(path, display, kind=kind)
     bars = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # one bar per file and per verify worker would flood the server log
     try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from environments.base import TaskRecord
+from environments.files import check_json_file
 from environments.json_schema.records import compact, make_record
 from verifiers.json_schema import schema_error, verify
 
@@ -44,8 +45,10 @@ def _strict_json(text: str, what: str) -> Any:
 
     try:
         return json.loads(text, object_pairs_hook=pairs, parse_constant=constant)
-    except (json.JSONDecodeError, RecursionError) as err:
-        raise BadRow(f"{what} is not valid JSON text ({err})") from None
+    except BadRow:
+        raise
+    except (ValueError, RecursionError) as err:  # ValueError: also an int over 4,300 digits (issue 10 fuzzing)
+        raise BadRow(f"{what} is not valid JSON text ({str(err)[:200]})") from None
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
@@ -59,6 +62,12 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                          "(relative paths are resolved from the server's working directory)")
     if path.stat().st_size == 0:
         raise ValueError(f"json_schema: task file {path} is empty; remove it from options.files or add tasks")
+    if builder == "json":
+        try:
+            check_json_file(path, str(path), kind="json_schema")
+        except ValueError as err:
+            raise ValueError(f"json_schema: cannot read task file {path} as json ({err}); check that it is valid "
+                             "JSON Lines (one object per line)") from None
     import datasets  # heavy import, only when task files are configured
 
     try:

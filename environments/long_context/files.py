@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from environments.files import check_json_file
 from verifiers.qa import MAX_ANSWER_CHARS
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ def load_file(path: str, *, default_difficulty: str, difficulties: tuple[str, ..
                          f"{sorted(BUILDERS)}")
     if not p.is_file():
         raise ValueError(f"long_context task file {path} does not exist; fix the path in the `files` option")
+    if builder == "json":
+        check_json_file(p, path, kind="long_context")
     datasets.disable_progress_bars()
     try:
         table = datasets.load_dataset(builder, data_files=str(p), split="train")

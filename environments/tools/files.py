@@ -22,6 +22,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+from environments.files import check_json_file
+
 log = logging.getLogger(__name__)
 
 BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
@@ -53,6 +55,8 @@ def _calls(value: Any) -> tuple[dict, ...]:
             value = json.loads(value)
         except json.JSONDecodeError as e:
             raise _BadRow(f"gold_calls is a string but not JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # an int over 4,300 digits, nesting too deep (issue 10 fuzzing)
+            raise _BadRow(f"gold_calls is a string but not usable JSON ({type(e).__name__})") from None
     else:
         value = _drop_nulls(value)
     if not isinstance(value, list) or not value:
@@ -83,6 +87,8 @@ def load_file(path: str, *, difficulties: tuple[str, ...], skip_bad_rows: bool,
         raise ValueError(f"tools task file {path}: unsupported extension {p.suffix!r}; use one of {sorted(BUILDERS)}")
     if not p.is_file():
         raise ValueError(f"tools task file {path} does not exist; fix the path in the `files` option")
+    if builder == "json":
+        check_json_file(p, path, kind="tools")
     datasets.disable_progress_bars()
     try:
         table = datasets.load_dataset(builder, data_files=str(p), split="train")
