@@ -2,8 +2,9 @@
 
 Transient failures (connection refused/reset, timeouts, 5xx) are retried with exponential backoff and jitter,
 over fresh connections, so a server that crashes and comes back on the same URL is picked up again. A server that
-stays down raises `EnvUnavailable` naming the environment and URL, except in `verify`, which instead returns one
-error Verdict per item (counted in `metrics`): training goes on, and the lost rewards are visible, never None.
+stays down raises `EnvUnavailable` naming the environment and URL. `verify` instead waits for it for up to
+`grace_s` and then raises `EnvDown` (the run stops with a clear message); with `grace_s=0` it returns one error
+Verdict per item (counted in `metrics`): training goes on, and the lost rewards are visible, never None.
 
 >>> client = EnvClient("echo", "http://127.0.0.1:41237")  # doctest: +SKIP
 >>> tasks = await client.tasks(count=4, seed=1)  # doctest: +SKIP
@@ -38,6 +39,10 @@ class EnvUnavailable(RuntimeError):
         self.name, self.url = name, url
 
 
+class EnvDown(EnvUnavailable):
+    """The server stayed unreachable for longer than the client's grace period: the run cannot go on."""
+
+
 class EnvRequestError(RuntimeError):
     """The server rejected a request (4xx): a bug or misconfiguration on the caller's side, never retried."""
 
@@ -59,14 +64,20 @@ class EnvClient:
 
     retries: extra attempts after the first, with backoff backoff_s * 2**k (capped at max_backoff_s, jittered
     x0.5..1.5); the defaults ride out a server restart of a few seconds.
+    grace_s: how long `verify` keeps retrying a server that stays unreachable (issue 10). Within the grace
+    period the items wait and are verified once the server is back (nothing is lost to a restart); after it,
+    `EnvDown` is raised, which stops the run with a message naming the environment and URL. 0 keeps the
+    non-blocking behaviour: once the retries are spent the items get error Verdicts and training goes on.
     verify_batch: items per /verify request; batches go out concurrently, at most max_concurrency at a time.
     """
 
     def __init__(self, name: str, url: str, *, timeout_s: float = 30.0, retries: int = 3,
                  secret: str | None = None, backoff_s: float = 0.25, max_backoff_s: float = 4.0,
-                 verify_batch: int = 128, max_concurrency: int = 8,
+                 verify_batch: int = 128, max_concurrency: int = 8, grace_s: float = 0.0,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.name = name
+        self.grace_s = grace_s
+        self._down_since: float | None = None  # monotonic time of the first failure of the current outage
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         self.retries = retries
@@ -85,6 +96,8 @@ class EnvClient:
             "verify_items": 0,
             "verify_errors": 0,  # error Verdicts made here because the server could not be reached
             "verify_server_errors": 0,  # error Verdicts the server returned (unknown task, verifier crash, timeout)
+            "verify_waits": 0,  # batches that waited for an unreachable server within the grace period
+            "outages": 0,  # periods of unreachability (each ends when a request succeeds again)
         }
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -101,7 +114,8 @@ class EnvClient:
             if not secret:
                 raise ValueError(f"envs.{name}.secret_env names {config.secret_env!r}, which is not set in the "
                                  "environment; export it with the server's secret")
-        return cls(name, url, timeout_s=config.timeout_s, retries=config.retries, secret=secret)
+        return cls(name, url, timeout_s=config.timeout_s, retries=config.retries, secret=secret,
+                   grace_s=config.grace_s)
 
     # ---------------------------------------------------------------------------------- transport
     def _client(self) -> httpx.AsyncClient:
@@ -147,8 +161,12 @@ class EnvClient:
                 break
             if r.status_code >= 400:
                 raise EnvRequestError(self.name, self.url, r.status_code, _detail(r))
+            self._down_since = None
             return r.content
         self.metrics["failures"] += 1
+        if self._down_since is None:
+            self._down_since = started
+            self.metrics["outages"] += 1
         raise EnvUnavailable(self.name, self.url,
                              f"environment {self.name!r} at {self.url} unavailable after {attempt} attempt(s) over "
                              f"{time.monotonic() - started:.1f}s, last error {last}; check that its server is "
@@ -203,10 +221,33 @@ class EnvClient:
         self.metrics["verify_errors"] += n
         return [Verdict.error(reason)] * n
 
+    def down_for(self) -> float:
+        """Seconds since the current outage began (0 while the server answers)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    async def _post_verify(self, batch: list[VerifyItem]) -> bytes:
+        """POST /verify; within the grace period an unreachable server is waited for, then EnvDown."""
+        while True:
+            try:
+                return await self._request("POST", "/verify", VerifyRequest(items=tuple(batch)))
+            except EnvUnavailable as e:
+                if self.grace_s <= 0:
+                    raise
+                down = self.down_for()
+                if down >= self.grace_s:
+                    raise EnvDown(self.name, self.url,
+                                  f"environment {self.name!r} at {self.url} has been unreachable for {down:.0f}s, "
+                                  f"longer than its grace period (envs.{self.name}.grace_s={self.grace_s:g}); "
+                                  f"{len(batch)} responses could not be verified. Last error: {e}") from e
+                self.metrics["verify_waits"] += 1
+                await asyncio.sleep(min(self.max_backoff_s, max(0.05, self.grace_s - down)))
+
     async def _verify_batch(self, batch: list[VerifyItem]) -> list[Verdict]:
         try:
-            raw = await self._request("POST", "/verify", VerifyRequest(items=tuple(batch)))
+            raw = await self._post_verify(batch)
             verdicts = list(VerifyResponse.from_json(raw).verdicts)
+        except EnvDown:
+            raise
         except EnvUnavailable as e:
             return self._errors(len(batch), str(e))
         except EnvRequestError as e:

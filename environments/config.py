@@ -18,6 +18,9 @@ class EnvConfig(Section):
     """Per-request timeout."""
     retries: int = Field(3, ge=0, le=20)
     """Retries with exponential backoff before a request counts as failed (error verdicts, never None)."""
+    grace_s: float = Field(120.0, ge=0)
+    """How long verification waits for an unreachable server (crash, restart) before the run fails with a clear
+    message; samples wait meanwhile and nothing is lost. 0: no waiting, unreachable items get error verdicts."""
     secret_env: str | None = None
     """Name of an environment variable holding the shared secret sent to non-localhost servers."""
     options: dict[str, Any] = {}

