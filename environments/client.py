@@ -98,6 +98,7 @@ class EnvClient:
             "verify_server_errors": 0,  # error Verdicts the server returned (unknown task, verifier crash, timeout)
             "verify_waits": 0,  # batches that waited for an unreachable server within the grace period
             "outages": 0,  # periods of unreachability (each ends when a request succeeds again)
+            "outage_seconds_max": 0.0,  # the longest of them, from first failure to the next success
         }
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -161,7 +162,10 @@ class EnvClient:
                 break
             if r.status_code >= 400:
                 raise EnvRequestError(self.name, self.url, r.status_code, _detail(r))
-            self._down_since = None
+            if self._down_since is not None:
+                self.metrics["outage_seconds_max"] = max(self.metrics["outage_seconds_max"],
+                                                         time.monotonic() - self._down_since)
+                self._down_since = None
             return r.content
         self.metrics["failures"] += 1
         if self._down_since is None:

@@ -15,7 +15,9 @@ class MetricsLogger:
     def __init__(self, run_dir: Path, enabled_tensorboard: bool = True):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)
+        path = self.run_dir / "metrics.jsonl"
+        drop_partial_last_line(path)
+        self.jsonl = open(path, "a", buffering=1)
         self.writer = None
         if enabled_tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -39,6 +41,21 @@ class MetricsLogger:
         self.jsonl.close()
         if self.writer is not None:
             self.writer.close()
+
+
+def drop_partial_last_line(path: Path) -> int:
+    """A process killed mid-write can leave a JSONL file ending in half a line; a resumed run appending to it
+    would bury that fragment mid-file, where every reader fails. Cut it (returns the bytes dropped)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        f.truncate(keep)
+        return len(data) - keep
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

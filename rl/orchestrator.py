@@ -31,10 +31,11 @@ from environments.client import EnvClient
 from rl.evaluate import pass_rate
 from rl.learner import collate
 from rl.loss import grpo_advantages
+from rl.metrics import drop_partial_last_line
 from rl.dashboard import open_metrics
 from rl.faults import FaultPlan
 from rl.progress import Progress
-from rl.types import ScoredGroup, Task, VerifyItem
+from rl.types import ScoredGroup, Task, Verdict, VerifyItem
 from rl.watchdog import Watchdog
 
 # A dead actor (SIGKILL, OOM, preemption), or one Ray is still restarting.
@@ -96,7 +97,7 @@ class Orchestrator:
         self.resume_queue: deque[RolloutBatch] = deque()  # after --resume: the checkpointed buffer, trained first
         self.counters = {"stale_groups_dropped": 0, "zero_signal_groups": 0, "verify_errors": 0,
                          "samples_generated": 0, "groups_trained": 0, "error_samples_dropped": 0,
-                         "rollout_worker_failures": 0, "requeued_prompts": 0}
+                         "rollout_worker_failures": 0, "requeued_prompts": 0, "rollout_recovery_seconds": 0.0}
         self.history: list[dict] = []
         self.watchdog = Watchdog(cfg.run.watchdog_s, cfg.run.watchdog_abort_s, log=lambda m: self.log(m),
                                  on_stall=lambda s: self.metrics.log(self.step, s))
@@ -215,6 +216,7 @@ class Orchestrator:
                 version = (await wait(worker.stats.remote()))["version"]
                 if self._state_ref is not None and version < self._state_version:
                     await wait(worker.update_weights.remote(self._state_ref, self._state_version))
+            self.counters["rollout_recovery_seconds"] += time.time() - t0
             self.log(f"rollout worker {wi} recovered in {time.time() - t0:.1f}s with policy version {self._state_version}")
 
     async def verify(self, tasks: list[Task], groups: list[list]) -> tuple[list[ScoredGroup], int]:
@@ -223,10 +225,15 @@ class Orchestrator:
             by_env.setdefault(t.env, []).append(i)
 
         async def one_env(env: str, idx: list[int]):
-            items = [VerifyItem(task_id=tasks[i].task_id, response=s.response_text, session_id=s.session_id)
-                     for i in idx for s in groups[i]]
+            samples = [s for i in idx for s in groups[i]]
+            # an episode the environment failed mid-way (finish_reason "error") is not sent: its verdict is an error
+            items = [VerifyItem(task_id=s.task_id, response=s.response_text, session_id=s.session_id)
+                     for s in samples if s.finish_reason != "error"]
             with self.watchdog.op(f"environment {env}: verify {len(items)} responses"):
-                return env, idx, await self.roles.clients[env].verify(items)
+                got = iter(await self.roles.clients[env].verify(items) if items else [])
+            broken = Verdict.error(f"environment {env}: the episode's /step failed (server unreachable or the "
+                                   "session lost), so it could not be verified")
+            return env, idx, [broken if s.finish_reason == "error" else next(got) for s in samples]
 
         scored: dict[int, ScoredGroup] = {}
         errors = 0
@@ -449,7 +456,11 @@ class Orchestrator:
         if extra.get("thinking_truncated"):
             scalars["rollout/thinking_truncated"] = extra["thinking_truncated"]
         self.metrics.log(self.step, scalars, {"buffer/staleness": staleness})
-        with open(self.run_dir / "batches.jsonl", "a") as f:  # the data position, step by step (resume audits)
+        batches = self.run_dir / "batches.jsonl"
+        if not getattr(self, "_batches_checked", False):  # once per process: a kill may have cut the last line
+            drop_partial_last_line(batches)
+            self._batches_checked = True
+        with open(batches, "a") as f:  # the data position, step by step (resume audits)
             f.write(json.dumps({"step": self.step, "tasks": [t.key for t in batch.tasks]}) + "\n")
         self.history.append(scalars)
         self.progress.update(self.step, scalars, elapsed, envs=list(self.cfg.envs))

@@ -3,6 +3,7 @@ budget (issue 8, docs/speculative-and-router.md)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Literal
 
@@ -11,6 +12,8 @@ from pydantic import Field
 from rl.model import ModelConfig
 from rl.section import Section
 from rl.types import Sample, Task, Turn
+
+logger = logging.getLogger(__name__)
 
 
 class SpeculativeConfig(Section):
@@ -450,6 +453,8 @@ class RolloutWorker:
         """
         from vllm.inputs import TokensPrompt
 
+        from environments.client import EnvRequestError, EnvUnavailable
+
         eps = []
         for t_index, task in enumerate(tasks):
             client = getattr(self, "env_clients", {}).get(task.env)
@@ -492,7 +497,15 @@ class RolloutWorker:
                 elif e["n_turns"] >= e["max_turns"]:
                     e["done"], e["finish"] = True, "length"
                 else:
-                    step = e["client"].step(e["session"], c.text)
+                    try:
+                        step = e["client"].step(e["session"], c.text)
+                    except (EnvUnavailable, EnvRequestError) as err:
+                        # the server died (its sessions with it) or forgot the session: the episode ends here and
+                        # its verification gets an error verdict (unknown session), counted, never a silent 0
+                        e["done"], e["finish"] = True, "error"
+                        self.env_step_errors = getattr(self, "env_step_errors", 0) + 1
+                        logger.warning("episode %s/%s: /step failed, episode ended: %s", e["task"].key, e["j"], err)
+                        continue
                     self._append_observation(e, step.observation)
                     if step.done:
                         e["done"] = True
