@@ -235,11 +235,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", default="env,rollout,resume,job")
     p.add_argument("--model", type=Path, default=None)
+    p.add_argument("--merge", action="store_true", help="update these sections in bench/results/faults.json")
     args = p.parse_args(argv)
     model = args.model or default_model()
     wanted = args.only.split(",")
     WORK.mkdir(parents=True, exist_ok=True)
     result: dict = {"machine_at_start": machine(), "model": str(model), "sections": {}}
+    previous = REPO / "bench" / "results" / "faults.json"
+    if args.merge and previous.is_file():  # keep the other sections of an earlier run
+        result["sections"] = json.loads(previous.read_text()).get("sections", {})
     if {"env", "rollout", "resume"} & set(wanted):
         init_ray()
         for name, fn in (("env", env_section), ("rollout", rollout_section), ("resume", resume_section)):
@@ -247,6 +251,7 @@ def main(argv=None) -> int:
                 print(f"== {name}", flush=True)
                 result["sections"][name] = fn(model)
                 print(json.dumps(result["sections"][name], indent=1), flush=True)
+                write_result("faults", result)  # a later section's failure keeps this one
         import ray
 
         ray.shutdown()
