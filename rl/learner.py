@@ -47,6 +47,15 @@ class LearnerConfig(Section):
     mini_batches: int = Field(1, ge=1)
     """Optimizer steps per train batch. 1 (default, Nemotron 3's on-policy setting) makes the PPO ratio
     exactly 1 and lets the learner skip the separate old-logprob pass."""
+    length_bucketing: bool = True
+    """Sort the step's samples by length before cutting micro-batches, so each is trimmed to less right padding
+    (~25% fewer positions for 8 x 8 math/JSON batches; same loss up to float rounding). False keeps the
+    orchestrator's order."""
+    reuse_forward: bool = True
+    """With mini_batches 1, take logp_old from the training forward itself (it equals the no-grad pass bitwise:
+    same weights, same kernels) instead of a separate no-grad pass: one forward fewer per micro-batch (~25% of
+    the step), at the cost of keeping every micro-batch's activations until the backward passes (the loss needs
+    the whole batch's valid-token count first). False: one micro-batch of activations at a time."""
     freeze_router: bool = True
     """Freeze MoE router (gate) weights during RL, as Nemotron 3 did (Nano report 3.2.5). Routers are found
     structurally (rl/routing.py); a dense policy has none and nothing is frozen."""
@@ -258,14 +267,27 @@ class Learner:
         cfg, mbs = self.cfg, self.cfg.micro_batch_size
         n = len(batch["advantages"])
         num_micro = int(batch.pop("num_micro"))
+        # Length bucketing: micro-batches of similar lengths are trimmed to less right padding (~25% fewer
+        # positions for 8 x 8 math/JSON batches). The loss and metrics are sums over tokens, so the order of
+        # the samples does not matter (up to float rounding of the accumulation).
+        if cfg.length_bucketing and n > 1:
+            order = torch.argsort(batch["attention"].sum(1), descending=True, stable=True)  # [B]
+            batch = {k: v[order] for k, v in batch.items()}
+        mini = max(1, min(cfg.mini_batches, num_micro))
+        # With one optimizer step per batch the training forward runs under the same weights as the no-grad
+        # pass would, so its logprobs are logp_old; keep its graph for the backward (reuse_forward).
+        reuse = cfg.reuse_forward and mini == 1
+        kept: dict[int, tuple[dict, torch.Tensor, torch.Tensor | None]] = {}
         # logp_old: the learner's logprobs before the update (masked IS compares them with vLLM's)
         logp_old = torch.zeros_like(batch["logp_rollout"])  # [B, L-1]
         for i in range(0, n, mbs):
             mb = _slice(batch, i, i + mbs)
             # the batch's expert loads, counted once, under the weights the step starts from
             with self.routing.counting(mb["attention"]) if self.routing else _nullcontext():
-                lp, _ = self._logprobs(mb, grad=False)
-            logp_old[i : i + mbs, : lp.shape[1]] = lp.float().cpu()
+                lp, entropy = self._logprobs(mb, grad=reuse)
+            if reuse:
+                kept[i] = (mb, lp, entropy)
+            logp_old[i : i + mbs, : lp.shape[1]] = lp.detach().float().cpu()
         local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
                                          finished_by_length=batch["finished_by_length"]) if n else 0
         total = torch.tensor([float(local_valid)])
@@ -274,15 +296,17 @@ class Learner:
         total_valid = int(total.item())
         sums: dict[str, float] = {}
         weight_total = 0.0
-        mini = max(1, min(cfg.mini_batches, num_micro))
         per_mini = -(-num_micro // mini)
         for m in range(mini):
             for j in range(m * per_mini, min(num_micro, (m + 1) * per_mini)):
                 lo = j * mbs
                 if lo < n and total_valid > 0:
-                    mb = _slice(batch, lo, lo + mbs)
+                    if lo in kept:
+                        mb, logp_new, entropy = kept.pop(lo)
+                    else:
+                        mb = _slice(batch, lo, lo + mbs)
+                        logp_new, entropy = self._logprobs(mb, grad=True)
                     width = mb["mask"].shape[1]
-                    logp_new, entropy = self._logprobs(mb, grad=True)
                     loss, metrics = policy_loss(
                         logp_new, logp_old[lo : lo + mbs, :width].to(self.device), mb["logp_rollout"].to(self.device),
                         mb["advantages"].to(self.device), mb["mask"].to(self.device), self.loss_cfg,
@@ -301,6 +325,7 @@ class Learner:
                 # whole batch's valid tokens, so scale back up to a sum over ranks
                 self.engine.backward(loss * self.world_size, scale_wrt_gas=False)
             self.engine.step()
+        kept.clear()  # graphs of micro-batches that got no backward (no valid token in the batch)
         self.version = version
         # token-weighted means of the per-micro-batch metrics (counts stay sums)
         for k in list(sums):
