@@ -188,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"policy: {policy['architecture']} at {policy['path']}", flush=True)
+    from ray.exceptions import RayActorError
+
     from environments.client import EnvDown
     from rl.watchdog import StallError
 
@@ -196,6 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     except (EnvDown, StallError) as err:  # expected operational failures: the message says what to do
         print(f"error: {err}\nthe last checkpoint is in {cfg.run_dir / 'checkpoints'}; fix the cause and rerun "
               "with --resume", file=sys.stderr)
+        return 1
+    except RayActorError as err:  # a learner died (OOM, preemption): the job cannot continue without it
+        print(f"error: an actor of the run died and could not be recovered: {str(err).splitlines()[0]}\n"
+              f"the last checkpoint is in {cfg.run_dir / 'checkpoints'}; rerun with --resume", file=sys.stderr)
         return 1
     print(f"done: {summary['steps']} steps; final held-out eval {json.dumps(summary['final_eval'])}; "
           f"policy exported to {summary['export']}; TensorBoard: tensorboard --logdir {cfg.run_dir / 'tensorboard'}")

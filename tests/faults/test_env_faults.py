@@ -61,19 +61,33 @@ def test_server_killed_before_verification_and_restarted_loses_nothing(ray_sessi
         server.stop()
 
 
-def test_server_that_never_returns_fails_the_run_after_the_grace_period(ray_session, tmp_path, tiny_policy_dir):
+def test_server_that_never_returns_raises_env_down_after_the_grace_period():
+    """The client side of the grace period (no training run needed): verification waits, then EnvDown, which
+    rl/train.py turns into exit code 1 and a message naming the environment, its URL and the grace period."""
+    import asyncio
+
+    from environments.client import EnvClient
+    from rl.types import VerifyItem
+
     server = _echo_server()
-    try:
-        c = cfg(tmp_path, tiny_policy_dir, f"envs.echo.url={server.url}", "run.checkpoint_every=0",
-                "eval.tasks_per_env=0", "envs.echo.grace_s=4", "envs.echo.retries=1", steps=3)
-        t0 = time.time()
+    client = EnvClient("echo", server.url, retries=1, backoff_s=0.05, grace_s=3.0)
+
+    async def scenario():
+        tasks = await client.tasks(count=2, seed=0)
+        server.kill()
+        t0 = time.monotonic()
         with pytest.raises(EnvDown) as err:
-            run(c, faults=FaultPlan(before_verify={1: server.kill}))
-        assert time.time() - t0 < 240, "a clear failure, not a hang"
-        message = str(err.value)
-        assert "'echo'" in message and server.url in message and "grace_s=4" in message
+            await client.verify([VerifyItem(task_id=t.task_id, response="x") for t in tasks])
+        await client.aclose()
+        return time.monotonic() - t0, str(err.value)
+
+    try:
+        waited, message = asyncio.run(scenario())
     finally:
         server.stop()
+    assert 3.0 <= waited < 30, "waits out the grace period, then fails: no hang"
+    assert "'echo'" in message and server.url in message and "grace_s=3" in message
+    assert client.metrics["verify_waits"] >= 1 and client.metrics["verify_errors"] == 0, "no silent error verdicts"
 
 
 @pytest.mark.faults_long
