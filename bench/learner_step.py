@@ -4,10 +4,12 @@ One `rl.learner.Learner` (world size 1, DeepSpeed ZeRO from its config, gloo) on
 of G samples sharing a prompt of 100-200 tokens, responses of 40-96 tokens, rollout logprobs from the model
 itself (importance weights ~1, as on-policy rollouts give). The variants toggle the learner's own switches:
 
-    baseline    length_bucketing=False, reuse_forward=False   (the learner before this bench)
-    bucketing   length_bucketing=True,  reuse_forward=False
-    reuse       length_bucketing=False, reuse_forward=True
-    optimized   length_bucketing=True,  reuse_forward=True    (the defaults)
+    baseline      no length_bucketing, no reuse_forward, no share_prompts   (the learner before this bench)
+    bucketing     length_bucketing only
+    reuse         reuse_forward only (logp_old from the training forward)
+    bucket+reuse  both of those
+    shared        share_prompts only (each distinct prompt once per micro-batch)
+    optimized     all three (the defaults; with shared prompts the bucketing keeps groups together)
 
 Repeats alternate the variants (round robin), so load changes on a shared machine hit all of them alike; the
 table reports medians of wall seconds and of process CPU seconds (with one torch thread the CPU time is the
@@ -36,10 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.engine_common import default_model, machine, table, write_result  # noqa: E402
 
 VARIANTS = {
-    "baseline": {"length_bucketing": False, "reuse_forward": False},
-    "bucketing": {"length_bucketing": True, "reuse_forward": False},
-    "reuse": {"length_bucketing": False, "reuse_forward": True},
-    "optimized": {"length_bucketing": True, "reuse_forward": True},
+    "baseline": {"length_bucketing": False, "reuse_forward": False, "share_prompts": False},
+    "bucketing": {"length_bucketing": True, "reuse_forward": False, "share_prompts": False},
+    "reuse": {"length_bucketing": False, "reuse_forward": True, "share_prompts": False},
+    "bucket+reuse": {"length_bucketing": True, "reuse_forward": True, "share_prompts": False},
+    "shared": {"length_bucketing": False, "reuse_forward": False, "share_prompts": True},
+    "optimized": {"length_bucketing": True, "reuse_forward": True, "share_prompts": True},
 }
 COMPARED = ("pg_loss", "grad_norm", "is_weight_mean", "kl_rollout_learner", "entropy", "valid_tokens")
 
@@ -155,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=0.0, help="0 keeps the weights, so variants are comparable")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the learner gets one core)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--variants", default="baseline,bucketing,reuse,optimized")
+    ap.add_argument("--variants", default="baseline,bucketing,reuse,bucket+reuse,shared,optimized")
     ap.add_argument("--phases", action="store_true", help="also time forward / backward / optimizer per variant")
-    ap.add_argument("--quick", action="store_true", help="16 samples, 2 repeats")
+    ap.add_argument("--quick", action="store_true", help="16 samples, 2 repeats, variants baseline,optimized")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="output path (default bench/results/learner_step.json)")
     args = ap.parse_args(argv)
     if args.quick:
-        args.samples, args.repeats = 16, 2
+        args.samples, args.repeats, args.variants = 16, 2, "baseline,optimized"
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
