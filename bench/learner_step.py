@@ -45,7 +45,7 @@ VARIANTS = {
     "shared": {"length_bucketing": False, "reuse_forward": False, "share_prompts": True},
     "optimized": {"length_bucketing": True, "reuse_forward": True, "share_prompts": True},
 }
-COMPARED = ("pg_loss", "grad_norm", "is_weight_mean", "kl_rollout_learner", "entropy", "valid_tokens")
+COMPARED = ("pg_loss", "grad_norm", "is_weight_mean", "is_weight_max", "kl_rollout_learner", "entropy", "valid_tokens")
 
 
 def _free_port() -> int:
@@ -126,6 +126,36 @@ class PhaseTimer:
             self.learner.engine.__dict__.pop(name, None)
 
 
+class ModuleTimer:
+    """Forward CPU seconds of the model's parts, by forward pre/post hooks (backward is timed as a whole)."""
+
+    PARTS = (("attention (q/k/v/o, RoPE, SDPA)", "self_attn"), ("MoE router (gate, top-k)", "mlp.gate"),
+             ("MoE experts (grouped_mm)", "mlp.experts"), ("lm head", "lm_head"))
+
+    def __init__(self, model):
+        self.cpu: dict[str, float] = {}
+        self._handles, self._start = [], {}
+        for name, module in model.named_modules():
+            for label, suffix in self.PARTS:
+                if name == suffix or name.endswith("." + suffix):
+                    self._handles.append(module.register_forward_pre_hook(self._pre(name)))
+                    self._handles.append(module.register_forward_hook(self._post(name, label)))
+
+    def _pre(self, name):
+        def hook(module, inputs):
+            self._start[name] = time.process_time()
+        return hook
+
+    def _post(self, name, label):
+        def hook(module, inputs, output):
+            self.cpu[label] = self.cpu.get(label, 0.0) + time.process_time() - self._start.pop(name)
+        return hook
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
 def run_step(learner, batch: dict, num_micro: int, variant: str) -> dict:
     from rl.learner import LearnerConfig
 
@@ -194,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"collate {collate_s * 1e3:.1f} ms CPU; batch {tuple(batch['input_ids'].shape)}, {real} real tokens, "
           f"{num_micro} micro-batches of {args.micro_batch_size}", flush=True)
 
-    run_step(learner, batch, num_micro, variants[0])  # warm-up (allocator, DeepSpeed's first-step set-up)
+    for v in variants:  # warm-up: allocator, DeepSpeed's first-step set-up, share_prompts' one-time check
+        run_step(learner, batch, num_micro, v)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     for rep in range(args.repeats):
         for v in variants[rep % len(variants):] + variants[: rep % len(variants)]:
@@ -205,13 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     phases: dict[str, dict] = {}
     if args.phases:
         for v in variants:
-            timer = PhaseTimer(learner)
+            timer, parts = PhaseTimer(learner), ModuleTimer(learner.engine.module)
             try:
                 r = run_step(learner, batch, num_micro, v)
             finally:
                 timer.close()
+                parts.close()
             timed_cpu = sum(timer.cpu.values())
-            phases[v] = {"cpu": {**timer.cpu, "rest (slicing, loss, bucketing, routing counts)":
+            forward = sum(x for k, x in timer.cpu.items() if k.startswith("forward"))
+            within = {f"  of which {k}": x for k, x in parts.cpu.items()}
+            within["  of which rest (embeddings, norms, log-softmax, entropy)"] = forward - sum(parts.cpu.values())
+            phases[v] = {"cpu": {**timer.cpu, **within, "rest (slicing, loss, bucketing, routing counts)":
                                  r["cpu"] - timed_cpu}, "wall": timer.wall, "step_cpu": r["cpu"]}
 
     base = runs[variants[0]][0]["metrics"]
@@ -231,6 +266,8 @@ def main(argv: list[str] | None = None) -> int:
                        f"speed-up vs {variants[0]} (CPU)", f"metrics vs {variants[0]}"]))
     if phases:
         names = list(dict.fromkeys(k for p in phases.values() for k in p["cpu"]))
+        rank = lambda k: 0 if k.startswith("forward") else 1 if k.startswith("  of which") else 2  # noqa: E731
+        names.sort(key=rank)  # stable: forward passes, their parts, then backward, step, rest
         print()
         print(table([[n] + [phases[v]["cpu"].get(n, 0.0) for v in variants] for n in names]
                     + [["total step"] + [phases[v]["step_cpu"] for v in variants]],

@@ -120,6 +120,12 @@ def check_mtp(model, cfg: LearnerConfig, path) -> None:
         "rollout.speculative.method=mtp still work with the checkpoint's (untrained) MTP heads.")
 
 
+# Per-micro-batch metrics that add up to the batch's: counts, and pg_loss, which policy_loss already divides by
+# the whole batch's valid tokens (a token-weighted mean of it would depend on how the batch is split: with two
+# equal micro-batches it read half the loss). is_weight_max is a max; the rest are token-weighted means.
+_SUMMED = ("valid_tokens", "overlong_dropped_sequences", "pg_loss")
+
+
 class _nullcontext:
     def __enter__(self):
         return None
@@ -248,6 +254,7 @@ class Learner:
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         self._prefix_ok = True  # cleared for good if the model's cache cannot share a prompt (see share_prompts)
+        self._prefix_checked = False  # share_prompts is checked against whole sequences on its first use
         self._counting = False  # the no-grad (logp_old) pass counts expert loads, the training pass does not
         self.version = 0
         self.busy_seconds = 0.0
@@ -344,6 +351,22 @@ class Learner:
                     where, ent_r[bi.to(dev), ki.to(dev)])
         return logp, entropy
 
+    def _check_shared_prompts(self, mb: dict, tolerance: float = 1e-4) -> None:
+        """Once per learner: the shared-prompt logprobs must equal the whole-sequence ones on a real micro-batch
+        (within the rollout parity tolerance); otherwise share_prompts is turned off for this policy."""
+        with torch.no_grad():
+            shared = self._shared_prompt_logprobs(mb, grad=False)
+            if shared is None:
+                return  # no prompt repeats in this micro-batch: check on a later step
+            full, _ = self._full_logprobs(mb, grad=False)
+        self._prefix_checked = True
+        m = mb["mask"].to(full.device).bool()
+        gap = float((shared[0] - full)[m].abs().max()) if bool(m.any()) else 0.0
+        if not gap <= tolerance:
+            self._prefix_ok = False
+            print(f"learner: share_prompts off: shared-prompt logprobs differ from whole sequences by {gap:.2e} "
+                  f"(> {tolerance:g}) for {type(self.engine.module).__name__}", flush=True)
+
     def _weighted_counting(self, weights: torch.Tensor):
         """Expert loads of a pass over distinct prompts, each prompt token counted once per sample that shares
         it (so the counts equal those of running every sample whole). weights: [U, P], 0 on padding."""
@@ -354,6 +377,9 @@ class Learner:
 
         def hook_for(name):
             def hook(module, inputs, output):
+                if not (isinstance(output, tuple) and len(output) >= 3):
+                    raise RuntimeError(f"router {name} ({type(module).__name__}) did not return top-k indices as "
+                                       "its third output; set learner.share_prompts=false for this policy")
                 idx = output[2].detach().reshape(-1, output[2].shape[-1])  # [U * P, k]
                 w = flat.to(idx.device).repeat_interleave(idx.shape[1])  # [U * P * k]
                 counts[name] += torch.bincount(idx.reshape(-1), weights=w,
@@ -383,6 +409,8 @@ class Learner:
         # Length bucketing: micro-batches of similar lengths are trimmed to less right padding (~25% fewer
         # positions for 8 x 8 math/JSON batches). The loss and metrics are sums over tokens, so the order of
         # the samples does not matter (up to float rounding of the accumulation).
+        if cfg.share_prompts and self._prefix_ok and not self._prefix_checked and "prompt_len" in batch and n:
+            self._check_shared_prompts(_slice(batch, 0, mbs))
         sharing = cfg.share_prompts and self._prefix_ok and "prompt_len" in batch
         # with shared prompts the groups stay together (sorting by length would scatter them over micro-batches)
         if cfg.length_bucketing and n > 1 and not sharing:
@@ -434,7 +462,10 @@ class Learner:
                     weight = max(metrics.get("valid_tokens", 0.0), 0.0)
                     weight_total += weight
                     for k, v in metrics.items():
-                        sums[k] = sums.get(k, 0.0) + (v if k in ("valid_tokens", "overlong_dropped_sequences") else v * weight)
+                        if k == "is_weight_max":
+                            sums[k] = max(sums.get(k, 0.0), v)
+                        else:
+                            sums[k] = sums.get(k, 0.0) + (v if k in _SUMMED else v * weight)
                     sums["sequences"] = sums.get("sequences", 0.0) + len(mb["advantages"])
                 else:
                     # this rank has no data for the micro-batch; ZeRO collectives still need a backward
@@ -447,7 +478,7 @@ class Learner:
         self.version = version
         # token-weighted means of the per-micro-batch metrics (counts stay sums)
         for k in list(sums):
-            if k not in ("valid_tokens", "overlong_dropped_sequences", "sequences"):
+            if k not in _SUMMED + ("sequences", "is_weight_max"):
                 sums[k] = sums[k] / weight_total if weight_total else 0.0
         seconds = time.time() - t0
         self.busy_seconds += seconds
