@@ -50,6 +50,8 @@ class RunConfig(Section):
     """Oldest accepted sample, in policy versions behind the learner; 0 is synchronous GRPO."""
     checkpoint_every: int = Field(20, ge=0)
     """Steps between checkpoints; 0 saves only at the end."""
+    keep_checkpoints: int = Field(3, ge=0)
+    """Checkpoints kept on disk (the newest); older ones are deleted after a new one is published. 0 keeps all."""
     watchdog_s: float = Field(600.0, ge=0)
     """Report a stall (log + watchdog/* metrics, naming what each role is waiting for) when no sample batch and
     no step completed for this long; 0 turns the watchdog off."""

@@ -98,7 +98,8 @@ class Orchestrator:
         self.counters = {"stale_groups_dropped": 0, "zero_signal_groups": 0, "verify_errors": 0,
                          "samples_generated": 0, "groups_trained": 0, "error_samples_dropped": 0,
                          "rollout_worker_failures": 0, "requeued_prompts": 0, "rollout_recovery_seconds": 0.0}
-        self.history: list[dict] = []
+        self.history: deque[dict] = deque(maxlen=1000)  # recent steps' scalars (metrics.jsonl has them all)
+        self.stop_requested = ""  # set (to the reason) by a signal handler: stop cleanly after the current step
         self.watchdog = Watchdog(cfg.run.watchdog_s, cfg.run.watchdog_abort_s, log=lambda m: self.log(m),
                                  on_stall=lambda s: self.metrics.log(self.step, s))
         self._state_ref = None  # the latest exported weights (ObjectRef) and their version: a restarted worker's
@@ -381,6 +382,12 @@ class Orchestrator:
                 for _, f in inflight:
                     f.cancel()
                 return {"steps": self.step, "killed": True, **self.counters}
+            if self.stop_requested and self.step < cfg.run.steps:
+                # a clean stop (SIGINT/SIGTERM): checkpoint here unless this step just wrote one, then leave
+                if not (cfg.run.checkpoint_every and self.step % cfg.run.checkpoint_every == 0):
+                    await self.checkpoint()
+                self.log(f"stopped after step {self.step} ({self.stop_requested}); continue with --resume")
+                return {"steps": self.step, "stopped": self.stop_requested, **self.counters}
         if sync_futures:
             await self.wait_loaded(sync_futures)
         final = await self.evaluate(self.step)
@@ -523,6 +530,10 @@ class Orchestrator:
         pointer = root / "latest.tmp"
         pointer.write_text(final.name)
         os.replace(pointer, root / "latest")
+        keep = self.cfg.run.keep_checkpoints
+        if keep:  # 137 MB each for the tiny policy: a day of checkpoints would fill a disk
+            for old in sorted(root.glob("step_*"))[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
         self.log(f"checkpoint: {final}")
         return final
 

@@ -121,10 +121,29 @@ def _create_learners(cfg: PolyrlConfig) -> list:
 # ----------------------------------------------------------------------------------------------- run
 
 
+def _install_stop_handlers(holder: list, log) -> dict:
+    """SIGINT/SIGTERM: the first one asks the loop to stop cleanly after the current step (checkpoint, summary,
+    actors and servers shut down); a second one aborts at once. Installed after ray.init, whose C++ SIGTERM
+    handler would otherwise abort the process without any cleanup (seen in the soak, docs/reliability-soak.md)."""
+    import signal
+
+    def on_signal(signum, frame):
+        name = signal.Signals(signum).name
+        orch = holder[0] if holder else None
+        if orch is None or orch.stop_requested:
+            raise KeyboardInterrupt(f"{name} received" + (" twice" if orch is not None else " during set-up"))
+        orch.stop_requested = f"{name} received"
+        log(f"{name}: stopping after the current step (checkpoint, then exit); send it again to abort now")
+
+    return {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
 def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | None = None,
-        faults=None) -> dict:
-    """setup -> run -> cleanup; returns the run summary (also written to <run dir>/summary.json)."""
+        faults=None, handle_signals: bool = False) -> dict:
+    """setup -> run -> cleanup; returns the run summary (also written to <run dir>/summary.json).
+    handle_signals: SIGINT/SIGTERM stop the run cleanly after the current step (the CLI sets it)."""
     import asyncio
+    import signal
 
     import ray
 
@@ -132,6 +151,8 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | No
 
     started_ray = _init_ray(cfg)
     roles = Roles(rollout=[], learners=[], clients={})
+    holder: list = []
+    previous = _install_stop_handlers(holder, log) if handle_signals else {}
     try:
         roles.clients, roles.servers = _create_env_servers(cfg, log)
         roles.learners = _create_learners(cfg)
@@ -144,6 +165,7 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | No
         roles.env_urls = urls
         log(f"ray: {len(roles.rollout)} rollout worker(s), {len(roles.learners)} learner(s) ready")
         orch = Orchestrator(cfg, roles, cfg.run_dir, log=log, faults=faults)
+        holder.append(orch)
 
         async def main_loop() -> dict:
             await orch.load_tasks()
@@ -157,6 +179,11 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | No
         if summary.get("killed"):
             orch.metrics.close()
             return summary
+        if summary.get("stopped"):  # a clean stop: checkpointed, no final export
+            summary["client_metrics"] = {n: dict(c.metrics) for n, c in roles.clients.items()}
+            (cfg.run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+            orch.metrics.close()
+            return summary
         export = cfg.run_dir / "final"
         ray.get(roles.learners[0].save_hf.remote(str(export)))
         summary["export"] = str(export)
@@ -165,6 +192,8 @@ def run(cfg: PolyrlConfig, resume: bool = False, log=print, stop_after: int | No
         orch.metrics.close()
         return summary
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for actor in roles.rollout + roles.learners:
             ray.kill(actor)
         for server in roles.servers:
@@ -194,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from rl.watchdog import StallError
 
     try:
-        summary = run(cfg, resume=args.resume, log=lambda m: print(m, flush=True))
+        summary = run(cfg, resume=args.resume, log=lambda m: print(m, flush=True), handle_signals=True)
     except (EnvDown, StallError) as err:  # expected operational failures: the message says what to do
         print(f"error: {err}\nthe last checkpoint is in {cfg.run_dir / 'checkpoints'}; fix the cause and rerun "
               "with --resume", file=sys.stderr)
@@ -203,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: an actor of the run died and could not be recovered: {str(err).splitlines()[0]}\n"
               f"the last checkpoint is in {cfg.run_dir / 'checkpoints'}; rerun with --resume", file=sys.stderr)
         return 1
+    if summary.get("stopped"):
+        print(f"stopped after step {summary['steps']} ({summary['stopped']}); the checkpoint is in "
+              f"{cfg.run_dir / 'checkpoints'}; continue with: python rl/train.py ... --resume", flush=True)
+        return 0
     print(f"done: {summary['steps']} steps; final held-out eval {json.dumps(summary['final_eval'])}; "
           f"policy exported to {summary['export']}; TensorBoard: tensorboard --logdir {cfg.run_dir / 'tensorboard'}")
     return 0
