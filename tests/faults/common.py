@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 from rl.config import build_config
 from rl.metrics import read_jsonl
 
@@ -43,3 +47,19 @@ def differences(a: dict, b: dict) -> list[str]:
             if a[key].get(k) != b[key].get(k):
                 diffs.append(f"{key} {k}: {a[key].get(k)!r} != {b[key].get(k)!r}")
     return diffs
+
+
+def serve_in_thread(app):
+    """Serve an in-process FastAPI app (an environment with injected faults) on a free port; returns the uvicorn
+    server (set `should_exit` to stop it) and its URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.time() + 10
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    return server, f"http://127.0.0.1:{port}"

@@ -20,7 +20,7 @@ from rl.faults import EnvChaos, FaultPlan
 from rl.metrics import read_jsonl
 from rl.train import run
 from rl.watchdog import StallError
-from tests.faults.common import cfg
+from tests.faults.common import cfg, serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -121,26 +121,10 @@ class _HangingEcho(EchoEnvironment):
         return super().verify(record, response)
 
 
-def _serve_in_thread(app):
-    import socket
-
-    import uvicorn
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
-
-
 def test_watchdog_reports_what_a_stalled_run_waits_for_and_can_abort(ray_session, tmp_path, tiny_policy_dir):
     env = _HangingEcho(options={"num_tasks": 60}, seed=0)
     # one verify worker: 16 responses x 1 s = a 16 s verification per step
-    server, url = _serve_in_thread(create_app(env, verify_workers=1, verify_timeout_s=60))
+    server, url = serve_in_thread(create_app(env, verify_workers=1, verify_timeout_s=60))
     lines: list[str] = []
     try:
         c = cfg(tmp_path, tiny_policy_dir, f"envs.echo.url={url}", "run.checkpoint_every=0", "eval.tasks_per_env=0",

@@ -6,12 +6,9 @@ Each run starts real actors (a vLLM engine, a DeepSpeed learner) and real enviro
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 
 import pytest
-import uvicorn
 
 from environments.echo import EchoEnvironment
 from environments.server import create_app
@@ -19,6 +16,7 @@ from rl.config import build_config
 from rl.metrics import read_jsonl
 from rl.train import run
 from rl.types import Verdict
+from tests.faults.common import serve_in_thread
 
 pytestmark = pytest.mark.slow
 
@@ -106,22 +104,9 @@ class _FlakyEcho(EchoEnvironment):
         return super().verify(record, response) if n >= 0 else Verdict(reward=0.0)
 
 
-def _serve_in_thread(app):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 10
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    return server, f"http://127.0.0.1:{port}"
-
-
 def test_environment_errors_and_timeouts_neither_stall_nor_crash(ray_session, tmp_path, tiny_policy_dir):
     env = _FlakyEcho(options={"num_tasks": 60}, seed=0)
-    server, url = _serve_in_thread(create_app(env, verify_timeout_s=1.0))
+    server, url = serve_in_thread(create_app(env, verify_timeout_s=1.0))
     try:
         cfg = _cfg(tmp_path, tiny_policy_dir, f"envs.echo.url={url}", "eval.tasks_per_env=0", "run.steps=2")
         t0 = time.time()
