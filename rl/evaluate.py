@@ -70,5 +70,10 @@ if __name__ == "__main__":
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--samples", type=int, default=4)
     args = parser.parse_args()
+    from rl.engine import make_llm
+    from rl.model import ModelConfig
+    from rl.rollout import RolloutConfig
+
+    engine = make_llm(ModelConfig(path=args.model), RolloutConfig(max_new_tokens=128))  # one engine per process
     for d in args.difficulty.split(","):
-        print(json.dumps(evaluate_offline(args.model, args.envs.split(","), d, args.tasks, args.samples)))
+        print(json.dumps(evaluate_offline(args.model, args.envs.split(","), d, args.tasks, args.samples, llm=engine)))

@@ -1,4 +1,4 @@
-"""A short soak (issue 10, item 7): bench/soak.py's machinery on ~1.5 minutes of the real training job (its own
+"""A short soak (issue 10, item 7): bench/soak.py's machinery on ~1 minute of the real training job (its own
 Ray, in a subprocess) with the environments that make temporary state: sandboxed code, tools' in-memory SQLite
 episodes, math's verify pool. The 30-minute figures are in docs/reliability-soak.md (`python bench/soak.py`).
 """
@@ -22,7 +22,7 @@ ENVS = ("math", "code", "tools")
 
 
 def test_short_soak_collects_every_role_and_leaks_nothing(tmp_path, tiny_policy_dir):
-    s = soak.run_soak(1.2, envs=",".join(ENVS), out=tmp_path / "soak", interval=2.0, stop_timeout=60, min_steps=2,
+    s = soak.run_soak(0.9, envs=",".join(ENVS), out=tmp_path / "soak", interval=2.0, stop_timeout=60, min_steps=2,
                       log=print,
                       overrides=[f"model.path={tiny_policy_dir}", "run.prompts_per_step=6",
                                  "run.samples_per_prompt=2", "rollout.max_new_tokens=32", "run.checkpoint_every=2",

@@ -1,0 +1,70 @@
+"""The tiny policy's warm start (issue 3, item 5): what it trains on, that it is deterministic, and that a
+changed config retrains. The pass rates it reaches are a benchmark (README "Warm start"), not a test."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from curricula.split import is_heldout
+from environments.registry import load
+from rl.warm_start import MARKER, WarmStartConfig, collect_examples, is_current, train
+
+SMALL = {"math": {"num_tasks": 900}, "json_schema": {"num_tasks": 900}}
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_policy_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_policy_dir)
+
+
+def _heldout_prompts(name: str) -> set[str]:
+    env = load(name)(options={}, seed=0)
+    out = {r.task.prompt[-1].content for r in env.load_tasks() if is_heldout(name, r.task.task_id)}
+    env.close()
+    return out
+
+
+def test_examples_leave_out_heldout_tasks_and_their_prompts(tokenizer):
+    cfg = WarmStartConfig(env_options=SMALL)
+    examples, stats = collect_examples(cfg, tokenizer)
+    assert stats["math"]["examples"] > 400 and stats["json_schema"]["examples"] > 400, stats
+    # the easy arithmetic space is small: some generated tasks repeat a held-out prompt under another id
+    assert stats["math"]["skipped_heldout_prompt"] > 0, stats
+    texts = [tokenizer.decode(ids[:n_prompt]) for ids, n_prompt in examples]
+    for name in ("math", "json_schema"):
+        heldout = _heldout_prompts(name)
+        leaked = [t for t in texts for p in heldout if p in t]
+        assert not leaked, f"{name}: held-out prompts in the SFT data: {leaked[:3]}"
+    # every example ends with <eos> after a non-empty response
+    assert all(ids[-1] == tokenizer.eos_token_id and len(ids) > n_prompt + 1 for ids, n_prompt in examples)
+    more = WarmStartConfig(env_options={"math": {"num_tasks": 1800}, "json_schema": {"num_tasks": 900}})
+    assert collect_examples(more, tokenizer)[1]["math"]["examples"] > stats["math"]["examples"], \
+        "env_options reach the generator: more tasks, more examples"
+
+
+def test_an_environment_without_examples_is_a_clear_error(tokenizer):
+    cfg = WarmStartConfig(envs=["math"], difficulties=["nonexistent"], env_options=SMALL)
+    with pytest.raises(ValueError, match="no example at levels"):
+        collect_examples(cfg, tokenizer)
+
+
+def test_training_is_deterministic_and_lowers_the_loss(tiny_policy_dir, tmp_path):
+    cfg = WarmStartConfig(steps=12, batch_size=4, warmup_steps=2, env_options=SMALL)
+    a = train(tiny_policy_dir, tmp_path / "a", cfg, log=lambda *_: None)
+    b = train(tiny_policy_dir, tmp_path / "b", cfg, log=lambda *_: None)
+    assert a["first_loss"] == b["first_loss"] and a["final_loss"] == b["final_loss"], (a, b)
+    assert a["final_loss"] < a["first_loss"] - 0.5, a  # 12 steps take a random model well below ln(128) = 4.85
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), "bit-identical weights"
+    marker = json.loads((tmp_path / "a" / MARKER).read_text())
+    assert marker["digest"] == cfg.digest() and marker["examples"]["math"]["examples"] > 0
+    assert is_current(tmp_path / "a", cfg)
+    assert not is_current(tmp_path / "a", WarmStartConfig(steps=13, batch_size=4, warmup_steps=2, env_options=SMALL))
+    assert not is_current(tmp_path / "a", WarmStartConfig(steps=12, batch_size=4, warmup_steps=2))
