@@ -12,8 +12,8 @@ What it does:
    (driver, rollout_worker, learner, env:NAME, env:NAME/child = verify pool and sandboxes, genrm, genrm/child,
    ray_system, ...), RSS, PSS and open file descriptors, to <out>/samples.jsonl. It also polls each
    environment server's GET /stats (open episode sessions; the tools env's in-memory SQLite databases).
-3. At the end, per role: peak RSS (sum over the role's processes), the RSS slope in MB/hour by least squares
-   over the second half of the run (fails above the bound), fd counts (fails if they grow); leak checks: files
+3. At the end, per role: peak RSS (sum over the role's processes), the slope in MB/hour of its floor (the
+   minimum RSS of each sixth of the run after start-up, Theil-Sen; fails above the bound), fd counts (fails if they grow); leak checks: files
    left in the private TMPDIR (Ray's session logs excluded, they are kept by design), sandbox directories,
    SQLite files, checkpoint temp dirs, processes still alive after the job exited; throughput: samples/s over
    the first 20% vs the last 20% of steps from metrics.jsonl (pass if the end is within 10% of the start).
@@ -44,6 +44,7 @@ ALL_ENVS = "math,json_schema,code,tools,long_context,chat"
 # Bound on memory growth over the second half: a leak of a few KB per sample shows at tens of MB/hour at this
 # run's ~10 samples/s, while allocator and cache warm-up noise of the tiny run stays far below it.
 DEFAULT_SLOPE_MB_PER_H = 64.0
+FLOOR_WINDOWS = 6  # the floor is the minimum of each sixth of the run (after start-up)
 FD_GROWTH_ALLOWED = 8  # HTTP keep-alive connections and pool pipes come and go; a leak grows without bound
 _ENV_LINE = re.compile(r"^environment (\S+): (http://\S+)$", re.M)
 _SQLITE = (".db", ".sqlite", ".sqlite3", ".db-journal", ".db-wal")
@@ -193,8 +194,8 @@ def role_series(rows: list[dict], key: str) -> dict[str, list[tuple[float, float
 
 
 def baseline(series: list[tuple[float, float]], window_s: float) -> list[tuple[float, float]]:
-    """The lowest sample of each `window_s` window: a process's floor. A learner jumps by ~0.8 GB during every
-    checkpoint and training step and falls back; least squares through those spikes measures where the last
+    """The lowest sample of each `window_s` window: a process's floor. A learner jumps by 1-2 GB during every
+    training step and checkpoint and falls back; least squares through those spikes measures where the last
     spike fell, not growth, while a leak lifts the floor."""
     out: dict[int, tuple[float, float]] = {}
     for t, y in series:
@@ -204,33 +205,74 @@ def baseline(series: list[tuple[float, float]], window_s: float) -> list[tuple[f
     return [out[k] for k in sorted(out)]
 
 
+def theil_sen_per_hour(points: list[tuple[float, float]]) -> float:
+    """Median of the pairwise slopes, in MB/hour: one window whose minimum missed the process's low point (a
+    learner sampled only mid-step) moves it little, where it tilts a least-squares line."""
+    slopes = sorted((y2 - y1) / (t2 - t1) * 3600 for i, (t1, y1) in enumerate(points) for t2, y2 in points[i + 1:]
+                    if t2 > t1)
+    if not slopes:
+        return 0.0
+    mid = len(slopes) // 2
+    return slopes[mid] if len(slopes) % 2 else (slopes[mid - 1] + slopes[mid]) / 2
+
+
 def analyse_memory(rows: list[dict], bound_mb_h: float, warm_t: float = 0.0,
-                   window_s: float = 60.0) -> dict[str, dict[str, Any]]:
+                   floor_windows: int = FLOOR_WINDOWS) -> dict[str, dict[str, Any]]:
     """Per role over the samples from `warm_t` (the first finished step: start-up is not a leak) on. The check
-    uses the slope of the floor (`baseline`, per `window_s`) over the second half; the raw slope is reported."""
+    uses the floor: the minimum of each of `floor_windows` equal windows of the run, and the Theil-Sen slope
+    through them. The least-squares slope of all samples of the second half is reported as `raw`."""
     total = {role: len(v) for role, v in role_series(rows, "rss_mb").items()}
     rows = [r for r in rows if r["t"] >= warm_t] or rows
     rss, pss, fds = role_series(rows, "rss_mb"), role_series(rows, "pss_mb"), role_series(rows, "fds")
     times = sorted({r["t"] for r in rows})
     half = times[len(times) // 2] if times else 0.0
+    window_s = max((times[-1] - times[0]) / floor_windows * 1.000001, 1e-9) if times else 1.0  # last sample in
     out = {}
     for role, series in sorted(rss.items()):
         second = [(t, y) for t, y in series if t >= half]
         raw = slope_per_hour([t for t, _ in second], [y for _, y in second])
-        floor = baseline(second, window_s)
-        s = slope_per_hour([t for t, _ in floor], [y for _, y in floor]) if len(floor) >= 3 else raw
+        floor = baseline([(t - times[0], y) for t, y in series], window_s)
+        s = theil_sen_per_hour(floor) if len(floor) >= 3 else raw
         f = [y for _, y in fds[role]]
         q = max(1, len(f) // 4)
         # fd growth: median of the last quarter minus median of the second quarter (after start-up)
         med = lambda xs: sorted(xs)[len(xs) // 2] if xs else 0.0  # noqa: E731
         fd_growth = med(f[-q:]) - med(f[q:2 * q] or f[:q])
-        out[role] = {"samples": len(series), "samples_total": total[role], "peak_rss_mb": round(max(y for _, y in series), 1),
+        out[role] = {"floor_mb": [round(y, 1) for _, y in floor], "samples": len(series), "samples_total": total[role], "peak_rss_mb": round(max(y for _, y in series), 1),
                      "last_rss_mb": round(series[-1][1], 1),
                      "peak_pss_mb": round(max(y for _, y in pss[role]), 1),
                      "slope_mb_per_h": round(s, 1), "raw_slope_mb_per_h": round(raw, 1), "slope_ok": s <= bound_mb_h or role in NOT_CHECKED_ROLES,
                      "fds_start": med(f[q:2 * q] or f[:q]), "fds_end": med(f[-q:]),
                      "fd_growth": fd_growth, "fds_ok": fd_growth <= FD_GROWTH_ALLOWED or role in NOT_CHECKED_ROLES}
     return out
+
+
+def _metric_rows(metrics_path: Path) -> list[dict]:
+    rows = []
+    if metrics_path.is_file():
+        for line in metrics_path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # the line being written when the job was stopped
+    return rows
+
+
+def learner_after_step(memory: dict[str, dict], metrics_path: Path, bound_mb_h: float) -> None:
+    """The learner's own RSS after each step's heap trim (`learner/rss_mb_after_step`, max over ranks): the same
+    point of every step, so its second-half Theil-Sen slope replaces the process-sample floor for the learner's
+    check (samples every 10 s land anywhere in a step, whose activations come and go by 1-2 GB)."""
+    pts = [(r["learner/elapsed_seconds"], r["learner/rss_mb_after_step"]) for r in _metric_rows(metrics_path)
+           if "learner/rss_mb_after_step" in r and "learner/elapsed_seconds" in r]
+    if "learner" not in memory or len(pts) < 10:
+        return
+    second = pts[len(pts) // 2:][-400:]  # at most 80k pairs
+    m = memory["learner"]
+    m["after_step_mb"] = [round(pts[len(pts) // 2][1], 1), round(pts[-1][1], 1)]
+    m["process_floor_slope_mb_per_h"] = m["slope_mb_per_h"]
+    m["slope_mb_per_h"] = round(theil_sen_per_hour(second), 1)
+    m["slope_source"] = "learner/rss_mb_after_step"
+    m["slope_ok"] = m["slope_mb_per_h"] <= bound_mb_h
 
 
 def throughput(metrics_path: Path, frac: float = 0.2) -> dict[str, Any]:
@@ -339,7 +381,8 @@ def run_soak(minutes: float, *, envs: str = ALL_ENVS, out: Path = REPO / "runs" 
         except psutil.Error:
             pass
     after = file_snapshot(tmpdir, run_dir)
-    memory = analyse_memory(rows, slope_bound, warm_t if warm_t is not None else 0.0, window_s=18 * interval)
+    memory = analyse_memory(rows, slope_bound, warm_t if warm_t is not None else 0.0)
+    learner_after_step(memory, metrics_path, slope_bound)
     thr = throughput(metrics_path)
     sessions = _session_growth(stats_rows)
     leaks = {k: sorted(set(after[k]) - set(before[k])) for k in ("tmp_entries", "sandbox_dirs", "sqlite_files",
@@ -418,7 +461,7 @@ def _session_growth(stats_rows: list[dict]) -> dict[str, dict[str, Any]]:
 def markdown(s: dict[str, Any]) -> str:
     lines = [f"soak: {s['minutes']:g} min, envs {', '.join(s['envs'])}, {s['throughput'].get('steps', 0)} steps, "
              f"{'PASS' if s['ok'] else 'FAIL'}", "",
-             f"| role | samples | peak RSS MB | last RSS MB | peak PSS MB | floor slope MB/h (2nd half; bound "
+             f"| role | samples | peak RSS MB | last RSS MB | peak PSS MB | floor slope MB/h (minima of 6 windows, Theil-Sen; bound "
              f"{s['slope_bound_mb_per_h']:g}) | raw slope MB/h | fds start -> end |", "|---|---|---|---|---|---|---|---|"]
     for role, m in s["memory"].items():
         lines.append(f"| {role} | {m['samples']} | {m['peak_rss_mb']:,.0f} | {m['last_rss_mb']:,.0f} | "
@@ -452,7 +495,8 @@ def reanalyse(out: Path, slope_bound: float = DEFAULT_SLOPE_MB_PER_H) -> dict[st
     checks, which need the before/after snapshots, are kept from its summary.json)."""
     s = json.loads((out / "summary.json").read_text())
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
-    s["memory"] = analyse_memory(rows, slope_bound, s.get("warm_s") or 0.0, window_s=18 * s["interval_s"])
+    s["memory"] = analyse_memory(rows, slope_bound, s.get("warm_s") or 0.0)
+    learner_after_step(s["memory"], out / "run" / "metrics.jsonl", slope_bound)
     s["throughput"] = throughput(out / "run" / "metrics.jsonl")
     s["slope_bound_mb_per_h"] = slope_bound
     s["checks"]["rss_slopes_ok"] = all(m["slope_ok"] for m in s["memory"].values() if m["samples"] >= 3)

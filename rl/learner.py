@@ -17,6 +17,15 @@ from rl.section import Section
 from rl.types import Sample
 
 
+def _rss_mb() -> float:
+    """This process's resident memory in MB (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class LearnerConfig(Section):
     num_learners: int = Field(1, ge=1)
     """DeepSpeed ranks (Ray actors). 2 on CPU works with gloo (PLATFORM.md)."""
@@ -496,6 +505,7 @@ class Learner:
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["seconds"] = seconds
         sums["tokens"] = float(batch["attention"].sum())
+        sums["rss_mb_after_step"] = _rss_mb()  # after the heap trim: what the learner holds between steps
         return sums
 
     def _balance_routing(self) -> dict[str, float]:

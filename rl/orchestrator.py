@@ -286,7 +286,7 @@ class Orchestrator:
             # pg_loss: each rank's share of sum(token losses) / valid tokens of the whole batch, so the ranks add up
             if k in ("valid_tokens", "overlong_dropped_sequences", "sequences", "tokens", "pg_loss"):
                 merged[k] = sum(r.get(k, 0.0) for r in results)
-            elif k in ("seconds", "grad_norm", "total_valid_tokens", "is_weight_max"):
+            elif k in ("seconds", "grad_norm", "total_valid_tokens", "is_weight_max", "rss_mb_after_step"):
                 merged[k] = max(r.get(k, 0.0) for r in results)
             else:
                 merged[k] = sum(r.get(k, 0.0) * r.get("valid_tokens", 0.0) for r in results) / total
