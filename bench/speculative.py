@@ -44,14 +44,19 @@ def run_config(policy: Path, method: str, k: int, tasks, samples: int, rounds: i
     spec = SpeculativeConfig(method=method, num_speculative_tokens=k, allow_biased_cpu_sampling=True)
     worker = RolloutWorker(ModelConfig(path=str(policy)), RolloutConfig(max_new_tokens=max_new, speculative=spec), seed=0)
     try:
-        worker.generate(tasks, samples)  # warm-up (also resets the acceptance counters' baseline)
-        worker.spec_stats()
+        worker.generate(tasks, samples)  # warm-up, untimed
         proc = psutil.Process()
         cpu0, t0, tokens = sum(proc.cpu_times()[:2]), time.time(), 0
+        counts = {"draft_tokens": 0, "accepted_tokens": 0}
         for _ in range(rounds):
-            tokens += worker.generate(tasks, samples)["tokens"]
+            out = worker.generate(tasks, samples)
+            tokens += out["tokens"]
+            # each generate call returns the counters' change over that call (and consumes it: a later
+            # worker.spec_stats() reads 0, which is what this bench used to report)
+            for key in counts:
+                counts[key] += out["spec"].get(key, 0)
         wall, cpu = time.time() - t0, sum(proc.cpu_times()[:2]) - cpu0
-        counts = worker.spec_stats()
+        counts["acceptance_rate"] = counts["accepted_tokens"] / counts["draft_tokens"] if counts["draft_tokens"] else 0.0
     finally:
         del worker
         gc.collect()

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=4)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "warm_start.json")
     parser.add_argument("--label", default="")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the trained policies in this directory")
     args = parser.parse_args(argv)
 
     fields = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     init = ensure_built(TINY_POLICY_INIT_DIR)
     with tempfile.TemporaryDirectory(prefix="polyrl-warm-bench-") as tmp:
-        final = Path(tmp) / "policy"
+        final = (args.keep or Path(tmp)) / "policy"
         t0 = time.time()
         info = train(init, final, cfg, save_every=every)
         train_s = time.time() - t0

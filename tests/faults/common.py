@@ -9,8 +9,8 @@ import time
 from rl.config import build_config
 from rl.metrics import read_jsonl
 
-# Wall-clock figures differ between any two runs; everything else must not.
-TIMING = ("seconds", "_per_s", "elapsed", "latency")
+# Wall-clock and memory figures differ between any two runs; everything else must not.
+TIMING = ("seconds", "_per_s", "elapsed", "latency", "rss_mb")
 
 
 def cfg(tmp_path, tiny_policy_dir, *extra, steps: int = 4):
