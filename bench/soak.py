@@ -278,15 +278,7 @@ def learner_after_step(memory: dict[str, dict], metrics_path: Path, bound_mb_h: 
 def throughput(metrics_path: Path, frac: float = 0.2) -> dict[str, Any]:
     """samples/s over the first vs last `frac` of the training steps (step 1 excluded: it includes the
     pipeline fill), from each step's rollout/samples and the elapsed-time deltas."""
-    rows = []
-    if metrics_path.is_file():
-        for line in metrics_path.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # the line being written when the job was stopped
-            if "rollout/samples" in r and "learner/elapsed_seconds" in r:
-                rows.append(r)
+    rows = [r for r in _metric_rows(metrics_path) if "rollout/samples" in r and "learner/elapsed_seconds" in r]
     rows.sort(key=lambda r: r["step"])
     steps = [(rows[i]["step"], rows[i]["rollout/samples"],
               rows[i]["learner/elapsed_seconds"] - rows[i - 1]["learner/elapsed_seconds"],

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import torch
 from pydantic import Field
 
@@ -15,15 +16,6 @@ from rl.model import ModelConfig
 from rl.routing import RoutingMonitor, router_parameter_names
 from rl.section import Section
 from rl.types import Sample
-
-
-def _rss_mb() -> float:
-    """This process's resident memory in MB (Linux /proc; 0 elsewhere)."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return 0.0
 
 
 class LearnerConfig(Section):
@@ -505,7 +497,8 @@ class Learner:
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["seconds"] = seconds
         sums["tokens"] = float(batch["attention"].sum())
-        sums["rss_mb_after_step"] = _rss_mb()  # after the heap trim: what the learner holds between steps
+        # after the heap trim: what the learner holds between steps
+        sums["rss_mb_after_step"] = psutil.Process().memory_info().rss / 2**20
         return sums
 
     def _balance_routing(self) -> dict[str, float]:
