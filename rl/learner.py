@@ -96,35 +96,31 @@ def mtp_layers_declared(hf_config) -> int:
     return 0
 
 
-def check_mtp(model, cfg: LearnerConfig, path) -> None:
-    """learner.mtp_loss_weight > 0 needs MTP heads; say clearly why it cannot run otherwise (issue 8).
+def load_mtp(model, cfg: LearnerConfig, path):
+    """The policy's MTP heads (rl/mtp.py) when learner.mtp_loss_weight > 0, else None; clear errors otherwise.
 
-    Evidence (transformers 5.19, docs/speculative-and-router.md): the policy classes never build MTP modules
-    (DeepSeek-V3 lists `model.layers.61.*` under keys ignored on load, NemotronH `mtp.*`), so neither the
-    forward nor save_pretrained carries them; the separate `MtpModel` is an inference drafter whose `labels`
-    path adds to `loss = None` and fails. An MTP loss therefore needs MTP modules of our own, which is not built.
-    """
+    transformers builds no MTP modules (DeepSeek-V3 ignores `model.layers.61.*` on load), so rl/mtp.py
+    rebuilds them from the checkpoint's own weights (docs/speculative-and-router.md, "MTP")."""
     if cfg.mtp_loss_weight <= 0:
-        return
-    arch = type(model).__name__
-    declared = mtp_layers_declared(model.config)
-    if not declared:
+        return None
+    if not mtp_layers_declared(model.config):
         raise ValueError(
-            f"learner.mtp_loss_weight={cfg.mtp_loss_weight} but the policy at {path} ({arch}) has no "
-            "multi-token-prediction heads (its config declares no num_nextn_predict_layers / num_mtp_layers). "
+            f"learner.mtp_loss_weight={cfg.mtp_loss_weight} but the policy at {path} ({type(model).__name__}) has "
+            "no multi-token-prediction heads (its config declares no num_nextn_predict_layers / num_mtp_layers). "
             "Set learner.mtp_loss_weight=0; the tiny policy has no MTP heads (README 'The tiny policy'); n-gram "
             "speculation (rollout.speculative.method=ngram) needs none.")
-    raise NotImplementedError(
-        f"learner.mtp_loss_weight={cfg.mtp_loss_weight}: {arch} declares {declared} MTP layer(s), but the "
-        "transformers model does not build or train them (docs/speculative-and-router.md, 'MTP'), so polyrl "
-        "cannot compute the MTP loss yet. Set learner.mtp_loss_weight=0: rollouts with "
-        "rollout.speculative.method=mtp still work with the checkpoint's (untrained) MTP heads.")
+    from rl.mtp import check_supported, load_heads
 
+    check_supported(model.config)
+    return load_heads(model.config, path).to(dtype=model.dtype)
+
+
+MTP_MODULE = "mtp_heads"  # where the MTP heads hang in the policy module (their state-dict prefix)
 
 # Per-micro-batch metrics that add up to the batch's: counts, and pg_loss, which policy_loss already divides by
 # the whole batch's valid tokens (a token-weighted mean of it would depend on how the batch is split: with two
 # equal micro-batches it read half the loss). is_weight_max is a max; the rest are token-weighted means.
-_SUMMED = ("valid_tokens", "overlong_dropped_sequences", "pg_loss")
+_SUMMED = ("valid_tokens", "overlong_dropped_sequences", "pg_loss", "mtp/tokens", "mtp/correct", "mtp/loss_sum")
 
 
 class _nullcontext:
@@ -227,7 +223,7 @@ class Learner:
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
         dtype = getattr(torch, model_cfg.dtype)
         model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
-        check_mtp(model, cfg, model_cfg.resolved_path())
+        mtp = load_mtp(model, cfg, model_cfg.resolved_path())
         self.frozen = []
         if cfg.freeze_router:
             for name, p in model.named_parameters():
@@ -237,6 +233,16 @@ class Learner:
         # routing counts from the hooks feed the load metrics and the bias update (issue 8)
         self.routing = RoutingMonitor(model) if router_parameter_names(model) else None
         balancing = bool(self.routing and self.routing.has_bias and cfg.router_bias_rate > 0)
+        self._hidden = None  # the policy's final-norm output of the latest forward (the MTP heads' input)
+        if mtp is not None:
+            # a submodule, so DeepSpeed optimises, shards and checkpoints the heads with the policy; attached
+            # after the routing monitor (it tracks the policy's routers), the heads' router frozen like them
+            model.add_module(MTP_MODULE, mtp)
+            if cfg.freeze_router:
+                for name in router_parameter_names(mtp):
+                    mtp.get_parameter(name).requires_grad_(False)
+                    self.frozen.append(f"{MTP_MODULE}.{name}")
+            model.model.norm.register_forward_hook(self._keep_hidden)
         if self.rank == 0 and self.routing is not None:
             arch = type(model).__name__
             print(f"learner: {len(self.routing.routers)} MoE routers in {arch}, "
@@ -260,7 +266,10 @@ class Learner:
         }
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
-        self._prefix_ok = True  # cleared for good if the model's cache cannot share a prompt (see share_prompts)
+        # cleared for good if the model's cache cannot share a prompt (see share_prompts); the MTP heads need the
+        # whole sequences' hidden states from one forward, so they run without prompt sharing
+        self._prefix_ok = mtp is None
+        self.mtp = mtp
         self._prefix_checked = False  # share_prompts is checked against whole sequences on its first use
         self._counting = False  # the no-grad (logp_old) pass counts expert loads, the training pass does not
         self.version = 0
@@ -270,6 +279,9 @@ class Learner:
                 "routers": len(self.routing.routers) if self.routing else 0, "bias_balancing": balancing}
 
     # -- one optimizer step per mini-batch ---------------------------------------------------------
+    def _keep_hidden(self, module, inputs, output) -> None:
+        self._hidden = output.detach()  # [B, L, H]: the MTP loss trains the heads only (rl/mtp.py)
+
     def _logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.cfg.share_prompts and self._prefix_ok and "prompt_len" in mb:
             out = self._shared_prompt_logprobs(mb, grad)
@@ -439,14 +451,16 @@ class Learner:
             finally:
                 self._counting = False
             if reuse:
-                kept[i] = (mb, lp, entropy)
+                kept[i] = (mb, lp, entropy, self._hidden)
             logp_old[i : i + mbs, : lp.shape[1]] = lp.detach().float().cpu()
         local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
                                          finished_by_length=batch["finished_by_length"]) if n else 0
-        total = torch.tensor([float(local_valid)])
+        # MTP depth 1 scores response tokens 2.. of each sample (mask[:, 1:]), normalised like the policy loss
+        local_mtp = float(batch["mask"][:, 1:].sum()) if self.mtp is not None and n else 0.0
+        total = torch.tensor([float(local_valid), local_mtp])
         if self.world_size > 1:
             torch.distributed.all_reduce(total)
-        total_valid = int(total.item())
+        total_valid, total_mtp = int(total[0].item()), float(total[1].item())
         sums: dict[str, float] = {}
         weight_total = 0.0
         per_mini = -(-num_micro // mini)
@@ -455,10 +469,11 @@ class Learner:
                 lo = j * mbs
                 if lo < n and total_valid > 0:
                     if lo in kept:
-                        mb, logp_new, entropy = kept.pop(lo)
+                        mb, logp_new, entropy, hidden = kept.pop(lo)
                     else:
                         mb = _slice(batch, lo, lo + mbs)
                         logp_new, entropy = self._logprobs(mb, grad=True)
+                        hidden = self._hidden
                     width = mb["mask"].shape[1]
                     loss, metrics = policy_loss(
                         logp_new, logp_old[lo : lo + mbs, :width].to(self.device), mb["logp_rollout"].to(self.device),
@@ -466,6 +481,8 @@ class Learner:
                         finished_by_length=mb["finished_by_length"].to(self.device), total_valid_tokens=total_valid,
                         entropy=entropy,
                     )
+                    if self.mtp is not None and total_mtp > 0:
+                        loss = loss + self._mtp_loss(mb, hidden, total_mtp, metrics)
                     weight = max(metrics.get("valid_tokens", 0.0), 0.0)
                     weight_total += weight
                     for k, v in metrics.items():
@@ -493,6 +510,9 @@ class Learner:
         for k in ("pg_loss", "valid_tokens", "sequences"):
             sums.setdefault(k, 0.0)  # a batch with no valid token (all overlong-filtered) still reports
         sums["total_valid_tokens"] = float(total_valid)
+        if sums.get("mtp/tokens"):  # token means over all depths: the drafter's training loss and top-1 accuracy
+            sums["mtp/loss"] = sums.pop("mtp/loss_sum") / sums["mtp/tokens"]
+            sums["mtp/accuracy"] = sums.pop("mtp/correct") / sums["mtp/tokens"]
         sums.update(self._balance_routing())
         sums["grad_norm"] = float(self.engine.get_global_grad_norm() or 0.0)
         sums["seconds"] = seconds
@@ -500,6 +520,16 @@ class Learner:
         # after the heap trim: what the learner holds between steps
         sums["rss_mb_after_step"] = psutil.Process().memory_info().rss / 2**20
         return sums
+
+    def _mtp_loss(self, mb: dict, hidden: torch.Tensor, total_mtp: float, metrics: dict) -> torch.Tensor:
+        """learner.mtp_loss_weight x the mean over depths of each depth's token-mean cross-entropy (DeepSeek-V3
+        sec. 2.2), this micro-batch's share of it; counts go to metrics (summed over micro-batches)."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
+            summed, counts = self.mtp.loss(self.engine.module, mb["input_ids"].to(self.device), hidden,
+                                           mb["attention"].to(self.device), mb["mask"].to(self.device))
+        metrics.update(counts)
+        metrics["mtp/loss_sum"] = float(summed.detach())
+        return self.cfg.mtp_loss_weight * summed / (total_mtp * len(self.mtp.layers))
 
     def _balance_routing(self) -> dict[str, float]:
         """Load metrics of this step's batch (all ranks) and, where the router has a bias, the bias update."""
@@ -533,10 +563,15 @@ class Learner:
                 state = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
         else:
             state = module.state_dict()
+        heads = {k[len(MTP_MODULE) + 1:]: state.pop(k) for k in [k for k in state if k.startswith(f"{MTP_MODULE}.")]}
+        state = revert_weight_conversion(module, state)
+        if heads:  # under the checkpoint's MTP names (model.layers.{num_hidden_layers + k}.*), as vLLM's drafter
+            from rl.mtp import checkpoint_state
+
+            state.update(checkpoint_state(heads))
         # clone: under ZeRO every parameter is a view into one flat buffer, and pickling a view ships the whole
         # buffer (measured: 135 views x 28 MB = 3.8 GB per sync before this)
-        return {k: v.detach().to("cpu").clone().contiguous()
-                for k, v in revert_weight_conversion(module, state).items()}
+        return {k: v.detach().to("cpu").clone().contiguous() for k, v in state.items()}
 
     def save_hf(self, path: str) -> str:
         """The policy in Hugging Face format (loads in transformers and vLLM); rank 0 writes."""
@@ -546,8 +581,20 @@ class Learner:
         if self.rank == 0:
             out = Path(path)
             out.mkdir(parents=True, exist_ok=True)
-            self.engine.module.save_pretrained(out, state_dict=None if self.cfg.zero_stage != 3 else state)
-            src = Path(self.engine.module.name_or_path)
+            module = self.engine.module
+            heads = module._modules.pop(MTP_MODULE, None)  # save_pretrained writes the policy's own modules
+            try:
+                mtp_names = tuple(f"model.layers.{n}." for n in heads.layers) if heads is not None else ()
+                policy_state = {k: v for k, v in state.items() if not (mtp_names and k.startswith(mtp_names))}
+                module.save_pretrained(out, state_dict=None if self.cfg.zero_stage != 3 else policy_state)
+            finally:
+                if heads is not None:
+                    module.add_module(MTP_MODULE, heads)
+            if heads is not None:  # beside it, under the names vLLM's drafter and rl.mtp.load_heads read
+                from rl.mtp import write_heads
+
+                write_heads({k: v for k, v in state.items() if k not in policy_state}, out)
+            src = Path(module.name_or_path)
             AutoTokenizer.from_pretrained(src).save_pretrained(out)
         return path
 
