@@ -19,6 +19,7 @@ acceptance is measured where the drafts are checked exactly. Writes --json (defa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -58,7 +59,32 @@ def _generate(llm, prompts: list[list[int]], max_new: int) -> tuple[list, dict]:
     stats["acceptance_rate"] = round(stats["accepted_tokens"] / max(stats["draft_tokens"], 1), 4)
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     stats["tokens_per_s"] = round(tokens / seconds, 1)
+    # what the target chose (speculation must not change it): equal digests = the same greedy responses
+    stats["responses_sha"] = hashlib.sha256(str([o.outputs[0].token_ids for o in outs]).encode()).hexdigest()[:12]
     return outs, stats
+
+
+def _drafter_digest(worker) -> dict[str, list[float]]:
+    """Runs in vLLM's worker: (sum, sum of squares) of every drafter tensor after vLLM's own post-load processing
+    (packed experts, absorbed MLA matrices), so two engines can be compared without moving the tensors."""
+    import torch
+
+    drafter = worker.model_runner.drafter.model
+    tensors = dict(drafter.named_parameters())
+    tensors.update({n: b for n, b in drafter.named_buffers()})
+    return {n: [float(t.detach().double().sum()), float(t.detach().double().square().sum())]
+            for n, t in tensors.items() if isinstance(t, torch.Tensor) and t.is_floating_point()}
+
+
+def _digest_gap(a: dict, b: dict) -> float:
+    """Largest relative difference between two drafter digests (0.0 = the same numbers)."""
+    gap = 0.0
+    for name in set(a) | set(b):
+        if name not in a or name not in b:
+            return float("inf")
+        for x, y in zip(a[name], b[name]):
+            gap = max(gap, abs(x - y) / max(abs(x), abs(y), 1e-12))
+    return gap
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sft-steps", type=int, default=300, help="math SFT steps of the built policy first")
     parser.add_argument("--eval-on", choices=("heldout", "train"), default="heldout",
                         help="measure acceptance on held-out prompts, or on the training prompts (the sync check)")
-    parser.add_argument("--baseline", action="store_true", help="(internal) tokens/s of --policy without speculation")
+    parser.add_argument("--child", choices=("plain", "mtp"), default=None,
+                        help="(internal) generate the held-out prompts with --policy in a process of its own")
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "mtp.json")
     args = parser.parse_args(argv)
+    heldout_start = 0 if args.eval_on == "train" else 100_000  # math medium task indices of the measured prompts
 
     import ray
     from transformers import AutoTokenizer
@@ -89,10 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     from rl.rollout import RolloutConfig, SpeculativeConfig, _reload_weights
     from rl.types import Sample
 
-    if args.baseline:  # a process of its own: one vLLM engine per process
-        llm = make_llm(ModelConfig(path=str(args.policy)), RolloutConfig())
+    spec = SpeculativeConfig(method="mtp", num_speculative_tokens=args.num_speculative_tokens)
+    rollout = RolloutConfig(speculative=spec, engine_kwargs={"disable_log_stats": False})
+    if args.child:  # one vLLM engine per process: the baseline and the fresh-load check run in their own
+        plain = RolloutConfig(engine_kwargs={"disable_log_stats": False})
+        llm = make_llm(ModelConfig(path=str(args.policy)), rollout if args.child == "mtp" else plain)
         tok = AutoTokenizer.from_pretrained(args.policy)
-        _, stats = _generate(llm, _prompts(tok, 100_000, args.prompts), args.max_new_tokens)
+        _, stats = _generate(llm, _prompts(tok, heldout_start, args.prompts), args.max_new_tokens)
+        if args.child == "mtp":
+            stats["drafter_digest"] = llm.collective_rpc(_drafter_digest)[0]
         args.json.write_text(json.dumps(stats))
         return 0
 
@@ -108,12 +141,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"SFT {args.sft_steps} steps in {time.time() - t0:.0f}s: loss {info['first_loss']:.2f} -> "
                   f"{info['final_loss']:.2f}", flush=True)
     model_cfg = ModelConfig(path=str(policy))
-    spec = SpeculativeConfig(method="mtp", num_speculative_tokens=args.num_speculative_tokens)
-    rollout = RolloutConfig(speculative=spec, engine_kwargs={"disable_log_stats": False})
     llm = make_llm(model_cfg, rollout)
     tok = AutoTokenizer.from_pretrained(policy)
     train_prompts = _prompts(tok, 0, args.prompts)
-    heldout = train_prompts if args.eval_on == "train" else _prompts(tok, 100_000, args.prompts)
+    heldout = _prompts(tok, heldout_start, args.prompts)
     _, before = _generate(llm, heldout, args.max_new_tokens)
     print(f"random heads: acceptance {before['acceptance_rate']:.1%} of {before['draft_tokens']} drafts", flush=True)
 
@@ -125,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
                for i, o in enumerate(outs)]
     # zero advantages: the policy loss has no gradient, the MTP loss trains the heads alone
     batch = collate(samples, [0.0] * len(samples))
-    learner_cfg = LearnerConfig(lr=args.lr, micro_batch_size=16, dist_backend="gloo", mtp_loss_weight=1.0)
+    # router_bias_rate 0: the balancing would move the routing bias, i.e. the target policy, between the rounds
+    learner_cfg = LearnerConfig(lr=args.lr, micro_batch_size=16, dist_backend="gloo", mtp_loss_weight=1.0,
+                                router_bias_rate=0.0)
     loss_cfg = LossConfig(is_mode="none", overlong_filter=False)  # responses stop at the length limit
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -138,23 +171,41 @@ def main(argv: list[str] | None = None) -> int:
             history.append(out)
         train_seconds = time.time() - t0
         state = ray.get(learner.state_dict.remote())
+        exported = ray.get(learner.save_hf.remote(str(Path(tmp.name) / "export")))
     finally:
         ray.shutdown()
     t0 = time.time()
     llm.collective_rpc(_reload_weights, args=(state,))
+    llm.reset_prefix_cache()  # as the rollout worker does after a sync: cached keys/values are the old policy's
     sync_seconds = time.time() - t0
     _, after = _generate(llm, heldout, args.max_new_tokens)
-    base_json = Path(tmp.name) / "baseline.json"
-    subprocess.run([sys.executable, __file__, "--baseline", "--policy", str(policy), "--prompts", str(args.prompts),
-                    "--max-new-tokens", str(args.max_new_tokens), "--json", str(base_json)],
-                   check=True, capture_output=True, timeout=900)
-    baseline = json.loads(base_json.read_text())["tokens_per_s"]
+
+    def child(kind: str) -> dict:
+        out = Path(tmp.name) / f"{kind}.json"
+        subprocess.run([sys.executable, __file__, "--child", kind, "--policy", str(exported), "--prompts",
+                        str(args.prompts), "--max-new-tokens", str(args.max_new_tokens), "--num-speculative-tokens",
+                        str(args.num_speculative_tokens), "--eval-on", args.eval_on, "--json", str(out)],
+                       check=True, capture_output=True, timeout=900)
+        return json.loads(out.read_text())
+
+    # the learner's export loaded fresh: the same drafts as the in-place sync if that reload is exact
+    fresh, baseline = child("mtp"), child("plain")["tokens_per_s"]
+    inplace_digest, fresh_digest = llm.collective_rpc(_drafter_digest)[0], fresh.pop("drafter_digest")
+    gap = _digest_gap(inplace_digest, fresh_digest)
+    if gap > 1e-5:
+        worst = sorted(set(inplace_digest) | set(fresh_digest), key=lambda n: -_digest_gap(
+            {n: inplace_digest.get(n, [0, 0])}, {n: fresh_digest.get(n, [1, 1])}))[:6]
+        print("drafter tensors that differ: " + ", ".join(f"{n} {inplace_digest.get(n)} vs {fresh_digest.get(n)}"
+                                                          for n in worst), flush=True)
     print(f"after {args.steps} learner steps (mtp/loss {history[0]['mtp/loss']:.3f} -> {history[-1]['mtp/loss']:.3f}, "
           f"accuracy {history[-1]['mtp/accuracy']:.1%}) and an in-place sync ({sync_seconds:.2f} s): acceptance "
           f"{after['acceptance_rate']:.1%} of {after['draft_tokens']} drafts; tokens/s {before['tokens_per_s']} -> "
-          f"{after['tokens_per_s']} (without speculation: {baseline})", flush=True)
+          f"{after['tokens_per_s']} (without speculation: {baseline}); the exported checkpoint loaded fresh: "
+          f"acceptance {fresh['acceptance_rate']:.1%} of {fresh['draft_tokens']} drafts; drafter tensors in-place "
+          f"vs fresh: largest relative difference {gap:.2e}", flush=True)
     result = {"time": time.strftime("%Y-%m-%d %H:%M"), "args": {k: str(v) for k, v in vars(args).items()},
-              "before": before, "after": after, "no_speculation_tokens_per_s": baseline, "train_seconds": round(train_seconds, 1),
+              "before": before, "after": after, "no_speculation_tokens_per_s": baseline,
+              "fresh_load": fresh, "drafter_inplace_vs_fresh_max_rel_diff": gap, "train_seconds": round(train_seconds, 1),
               "sync_seconds": round(sync_seconds, 2),
               "mtp_loss": [round(h["mtp/loss"], 4) for h in history],
               "mtp_accuracy_last": round(history[-1]["mtp/accuracy"], 4)}

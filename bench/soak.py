@@ -300,8 +300,9 @@ def throughput(metrics_path: Path, frac: float = 0.2) -> dict[str, Any]:
 def run_soak(minutes: float, *, envs: str = ALL_ENVS, out: Path = REPO / "runs" / "soak", interval: float = 10.0,
              overrides: list[str] = (), slope_bound: float = DEFAULT_SLOPE_MB_PER_H, nice: int = 0,
              stop_timeout: float = 120.0, min_steps: int = 0, log=print) -> dict[str, Any]:
-    """The soak; `min_steps` keeps the job running past `minutes` (up to 3x) until that many steps finished, so
-    a short run on a loaded machine still trains (tests)."""
+    """The soak; `min_steps` keeps the job running past `minutes` (up to 3x, at least 10 minutes more) until that
+    many steps finished, so a short run on a loaded machine still trains (tests; CI once saw 1 step in 2.7
+    minutes while another job held both cores)."""
     out = Path(out).resolve()
     if out.exists():
         shutil.rmtree(out)
@@ -333,7 +334,7 @@ def run_soak(minutes: float, *, envs: str = ALL_ENVS, out: Path = REPO / "runs" 
     with open(samples_path, "w") as sf, open(stats_path, "w") as tf:
         steps_done = 0
         while proc.poll() is None and (time.monotonic() < deadline or (
-                steps_done < min_steps and time.monotonic() < t0 + 3 * minutes * 60)):
+                steps_done < min_steps and time.monotonic() < t0 + max(3 * minutes * 60, minutes * 60 + 600))):
             t = time.monotonic() - t0
             batch = sample_processes(driver, t)
             for r in batch:

@@ -71,8 +71,10 @@ class LearnerConfig(Section):
     bias (DeepSeek-V3's e_score_correction_bias) have one; for Qwen3-MoE (the tiny policy) it is a logged no-op.
     0 disables."""
     mtp_loss_weight: float = Field(0.0, ge=0)
-    """Weight of the multi-token-prediction auxiliary loss (e.g. 0.3). Needs a policy with MTP heads; the
-    tiny policy (Qwen3-MoE) has none and setting this > 0 for it is an error (docs/speculative-and-router.md)."""
+    """Weight of the multi-token-prediction auxiliary loss (e.g. 0.3): the policy's MTP layers (DeepSeek-V3
+    layout, rl/mtp.py) learn to draft its next-but-one tokens from its detached hidden states, and go to vLLM's
+    MTP drafter with every weight sync. Needs a policy with MTP layers (the tiny policy, Qwen3-MoE, has none: an
+    error) and runs without share_prompts (docs/speculative-and-router.md, "MTP")."""
 
 
 
@@ -593,7 +595,10 @@ class Learner:
             if heads is not None:  # beside it, under the names vLLM's drafter and rl.mtp.load_heads read
                 from rl.mtp import write_heads
 
-                write_heads({k: v for k, v in state.items() if k not in policy_state}, out)
+                mtp_state = {k: v for k, v in state.items() if k not in policy_state}
+                for n in heads.layers:  # DeepSeek-V3 checkpoints carry the shared head; it is the policy's lm_head
+                    mtp_state[f"model.layers.{n}.shared_head.head.weight"] = state["lm_head.weight"]
+                write_heads(mtp_state, out)
             src = Path(module.name_or_path)
             AutoTokenizer.from_pretrained(src).save_pretrained(out)
         return path

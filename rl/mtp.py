@@ -7,11 +7,14 @@ is vLLM's (deepseek_mtp.py), so what the learner trains is what the drafter runs
 
     x_i = eh_proj([enorm(embed(t_{i+k})); hnorm(h_i)])   h_i: the main model's final-norm output at i (depth 1),
     h'_i = block(x_i)                                      the previous depth's normed output otherwise
-    logits_i = head(norm(h'_i)) predicts t_{i+k+1}; vLLM zeroes the embedding at position 0, so do we.
+    logits_i = lm_head(norm(h'_i)) predicts t_{i+k+1}; vLLM zeroes the embedding at position 0, so do we.
 
-The main model's hidden states and the shared embedding are detached: the auxiliary loss trains only the MTP
-heads, so the policy's RL objective is unchanged while the drafter follows the policy it drafts for (Nemotron 3
-trains MTP during RL for the same reason: drafts stay acceptable as the policy moves).
+vLLM 0.32 always shares the target's embedding and lm_head with an MTP drafter (llm_base_proposer.py
+_maybe_share_lm_head replaces every shared_head.head by the target's lm_head), so the heads here have no output
+matrix of their own: they use the policy's. The policy's hidden states, embedding and lm_head are detached: the
+auxiliary loss trains only the MTP layers, so the policy's RL objective is unchanged while the drafter follows
+the policy it drafts for (Nemotron 3 trains MTP during RL for the same reason: drafts stay acceptable as the
+policy moves). Exports still write shared_head.head (a copy of lm_head), as DeepSeek-V3 checkpoints do.
 """
 
 from __future__ import annotations
@@ -41,12 +44,13 @@ def check_supported(config) -> None:
 
 
 class SharedHead(nn.Module):
+    """The final norm of an MTP layer; its `head` is the policy's lm_head (shared, as vLLM does)."""
+
     def __init__(self, config):
         from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3RMSNorm
 
         super().__init__()
         self.norm = DeepseekV3RMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
 
 
 class MTPLayer(nn.Module):
@@ -86,6 +90,7 @@ class MTPHeads(nn.Module):
         from transformers.masking_utils import create_causal_mask
 
         embed = policy.get_input_embeddings()
+        head = policy.get_output_embeddings().weight.detach()  # [V, H]: shared with the policy, not trained here
         rotary = policy.model.rotary_emb
         total = hidden.new_zeros(())
         tokens = correct = 0.0
@@ -105,7 +110,7 @@ class MTPHeads(nn.Module):
             out = layer.mtp_block(x, attention_mask=causal, position_ids=pos,
                                   position_embeddings=rotary(x, pos))  # [B, n, H]
             h = layer.shared_head.norm(out)  # [B, n, H]: the next depth's input, as vLLM recycles it
-            logits = layer.shared_head.head(h).float()  # [B, n, V]
+            logits = nn.functional.linear(h, head).float()  # [B, n, V]
             target = input_ids[:, k + 1 : k + 1 + n]  # [B, n]
             m = mask[:, k : k + n].to(logits.dtype)  # [B, n]
             nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
@@ -132,13 +137,20 @@ def _per_expert(name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     return {name: value}
 
 
-def checkpoint_state(heads_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def checkpoint_state(heads_state: dict[str, torch.Tensor], lm_head: torch.Tensor | None = None
+                     ) -> dict[str, torch.Tensor]:
     """MTPHeads.state_dict() -> checkpoint names: layers.N.mtp_block.X -> model.layers.N.X, layers.N.enorm ->
-    model.layers.N.enorm, fused experts split per expert (vLLM's DeepSeekMTP.load_weights reads these)."""
+    model.layers.N.enorm, fused experts split per expert (vLLM's DeepSeekMTP.load_weights reads these).
+
+    With `lm_head` (files on disk) each layer also gets shared_head.head = lm_head, as DeepSeek-V3 checkpoints
+    carry it. Without (the in-place weight sync) it is left out: in vLLM that tensor *is* the target's lm_head."""
     out = {}
     for name, value in heads_state.items():
         name = "model." + name.replace(".mtp_block.", ".")
         out.update(_per_expert(name, value))
+    if lm_head is not None:
+        for n in sorted({k.split(".")[1] for k in heads_state}):
+            out[f"model.layers.{n}.shared_head.head.weight"] = lm_head
     return out
 
 
@@ -173,6 +185,8 @@ def load_heads(config, path: Path) -> MTPHeads:
     state: dict[str, torch.Tensor] = {}
     experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
     for key, value in tensors.items():
+        if key.endswith(("shared_head.head.weight", "embed_tokens.weight")):
+            continue  # the policy's own lm_head / embedding (shared, as in vLLM)
         name = _module_name(key)
         if ".mlp.experts." in name and name.rsplit(".", 3)[-3].isdigit():
             base, e, proj, _ = name.rsplit(".", 3)  # layers.N.mtp_block.mlp.experts, e, gate_proj, weight
@@ -207,8 +221,8 @@ def write_heads(heads_ckpt: dict[str, torch.Tensor], out: Path) -> Path:
 
 
 def init_heads(path: Path, seed: int = 0) -> Path:
-    """Add freshly initialised MTP heads to a checkpoint whose config declares them but which has none
-    (the shared head starts as a copy of lm_head, the block with transformers' initialisation)."""
+    """Add freshly initialised MTP layers (transformers' initialisation) to a checkpoint whose config declares
+    them but which has none."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(path)
@@ -217,10 +231,8 @@ def init_heads(path: Path, seed: int = 0) -> Path:
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     for module in heads.modules():  # transformers' own initialisation of each module type
         policy._init_weights(module)
-    with torch.no_grad():
-        for layer in heads.layers.values():
-            layer.shared_head.head.weight.copy_(policy.get_output_embeddings().weight)
-    return write_heads(checkpoint_state(heads.state_dict()), Path(path))
+    lm_head = policy.get_output_embeddings().weight.detach()
+    return write_heads(checkpoint_state(heads.state_dict(), lm_head), Path(path))
 
 
 def build_tiny(out: Path, seed: int = 0) -> Path:

@@ -141,7 +141,8 @@ def _reload_weights(worker, state: dict) -> int:
     worker.reload_weights(weights_iterator=iter(target.items()))
     if drafter_state:
         # the MTP drafter is a separate module loaded from the same checkpoint names (vLLM's DeepSeekMTP /
-        # NemotronH MTP); reload_weights only covers the target model (issue 8; not exercised on CPU)
+        # NemotronH MTP); reload_weights only covers the target model (issue 8, bench/mtp.py). The drafter
+        # shares the target's embedding (vLLM shares it for MTP), so the target's reload refreshes that.
         from vllm.model_executor.model_loader.reload.inplace import reload_weights
 
         drafter = worker.model_runner.drafter
@@ -150,7 +151,10 @@ def _reload_weights(worker, state: dict) -> int:
     if not current_platform.is_cpu():
         return 0
     repacked = 0
-    for module in worker.model_runner.get_model().modules():
+    models = [worker.model_runner.get_model()]
+    if drafter_state:  # the MTP block's MoE needs the same repacking as the target's
+        models.append(worker.model_runner.drafter.model)
+    for module in (m for model in models for m in model.modules()):
         if hasattr(module, "w13_weight") and hasattr(module, "quant_method"):
             kernel = _find_cpu_moe_kernel(module.quant_method)
             if kernel is not None:
@@ -175,7 +179,10 @@ def _drafter_weights(worker, state: dict) -> dict:
     if drafter is None or getattr(drafter, "model", None) is None:
         return {}
     prefixes = _mtp_prefixes(worker.model_runner.vllm_config.model_config.hf_config.to_dict())
-    return {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)}
+    # never a drafter's embed_tokens / shared_head.head: vLLM makes them the target's own tensors, so reloading
+    # them into the drafter would overwrite the policy's lm_head with whatever the state dict holds there
+    return {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)
+            and not k.endswith(("shared_head.head.weight", "embed_tokens.weight"))}
 
 
 def _check_speculative(model_cfg: ModelConfig, cfg: RolloutConfig) -> None:
