@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-speculative-tokens", type=int, default=1)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--sft-steps", type=int, default=300, help="math SFT steps of the built policy first")
+    parser.add_argument("--sft-mtp-weight", type=float, default=0.0,
+                        help="MTP loss weight during that SFT (0: the heads start RL untrained, as a checkpoint's "
+                             "heads would after the policy moved; the warm start's default is 0.3)")
     parser.add_argument("--eval-on", choices=("heldout", "train"), default="heldout",
                         help="measure acceptance on held-out prompts, or on the training prompts (the sync check)")
     parser.add_argument("--child", choices=("plain", "mtp"), default=None,
@@ -134,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     if policy is None:
         policy = build_tiny(Path(tmp.name) / "policy")
         if args.sft_steps:
-            sft = WarmStartConfig(envs=["math"], steps=args.sft_steps, env_options={"math": {"num_tasks": 6000}})
+            sft = WarmStartConfig(envs=["math"], steps=args.sft_steps, env_options={"math": {"num_tasks": 6000}},
+                                  mtp_loss_weight=args.sft_mtp_weight)
             t0 = time.time()
             info = train(policy, policy, sft, log=lambda line: None)
-            init_heads(policy)  # the SFT save holds the policy only
+            if not args.sft_mtp_weight:
+                init_heads(policy)  # the SFT save then holds the policy only
             print(f"SFT {args.sft_steps} steps in {time.time() - t0:.0f}s: loss {info['first_loss']:.2f} -> "
                   f"{info['final_loss']:.2f}", flush=True)
     model_cfg = ModelConfig(path=str(policy))

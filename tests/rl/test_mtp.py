@@ -163,3 +163,21 @@ def test_synced_heads_raise_vllm_mtp_acceptance(tmp_path):
     # absorbed MLA matrices, experts repacked, the target's shared lm_head untouched)
     assert result["drafter_inplace_vs_fresh_max_rel_diff"] == 0.0
     assert result["fresh_load"]["acceptance_rate"] == after
+
+
+def test_warm_start_trains_the_mtp_layers_and_saves_them(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    from rl.warm_start import WarmStartConfig, train
+
+    init = build_tiny(tmp_path / "init")
+    cfg = WarmStartConfig(envs=["math"], steps=8, batch_size=4, env_options={"math": {"num_tasks": 300}})
+    train(init, tmp_path / "out", cfg, log=lambda line: None)
+    config = AutoConfig.from_pretrained(tmp_path / "out")
+    before, after = load_heads(config, init).state_dict(), load_heads(config, tmp_path / "out").state_dict()
+    assert not torch.equal(before["layers.2.eh_proj.weight"], after["layers.2.eh_proj.weight"])
+    # the stored shared head is the saved policy's lm_head (vLLM uses the target's anyway)
+    mtp = load_file(str(tmp_path / "out" / "mtp.safetensors"))
+    policy = load_file(str(tmp_path / "out" / "model.safetensors"))
+    assert torch.equal(mtp["model.layers.2.shared_head.head.weight"], policy["lm_head.weight"])
