@@ -123,7 +123,7 @@ class MTPHeads(nn.Module):
 
 # ------------------------------------------------------------------------------ checkpoint names and files
 def _per_expert(name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
-    """transformers' fused expert tensors -> the checkpoint's per-expert weights (and back in _fused)."""
+    """transformers' fused expert tensors -> the checkpoint's per-expert weights (load_heads stacks them back)."""
     if name.endswith("mlp.experts.gate_up_proj"):  # [E, 2I, H]: gate rows first (DeepseekV3Experts.forward)
         base, half = name[: -len("gate_up_proj")], value.shape[1] // 2
         out = {}
