@@ -88,16 +88,6 @@ def is_router_param(name: str) -> bool:
     return ("gate" in parts and "mlp" in parts) or any(p in ("router", "routers") for p in parts)
 
 
-def mtp_layers_declared(hf_config) -> int:
-    """MTP modules the HF config declares (DeepSeek-V3: num_nextn_predict_layers, transformers 5: num_mtp_layers)."""
-    text = hf_config.get_text_config() if hasattr(hf_config, "get_text_config") else hf_config
-    for key in ("num_mtp_layers", "num_nextn_predict_layers", "mtp_num_layers"):
-        value = getattr(text, key, None)
-        if value:
-            return int(value)
-    return 0
-
-
 def load_mtp(model, cfg: LearnerConfig, path):
     """The policy's MTP heads (rl/mtp.py) when learner.mtp_loss_weight > 0, else None; clear errors otherwise.
 
@@ -105,14 +95,14 @@ def load_mtp(model, cfg: LearnerConfig, path):
     rebuilds them from the checkpoint's own weights (docs/speculative-and-router.md, "MTP")."""
     if cfg.mtp_loss_weight <= 0:
         return None
-    if not mtp_layers_declared(model.config):
+    from rl.mtp import check_supported, load_heads, mtp_depth
+
+    if not mtp_depth(model.config):
         raise ValueError(
             f"learner.mtp_loss_weight={cfg.mtp_loss_weight} but the policy at {path} ({type(model).__name__}) has "
             "no multi-token-prediction heads (its config declares no num_nextn_predict_layers / num_mtp_layers). "
             "Set learner.mtp_loss_weight=0; the tiny policy has no MTP heads (README 'The tiny policy'); n-gram "
             "speculation (rollout.speculative.method=ngram) needs none.")
-    from rl.mtp import check_supported, load_heads
-
     check_supported(model.config)
     return load_heads(model.config, path).to(dtype=model.dtype)
 

@@ -31,8 +31,12 @@ _OWN = ("enorm.", "hnorm.", "eh_proj.", "shared_head.")
 
 
 def mtp_depth(config) -> int:
-    """MTP layers the config declares (DeepSeek-V3 num_nextn_predict_layers)."""
-    return int(getattr(config, "num_nextn_predict_layers", 0) or 0)
+    """MTP layers an HF config declares (DeepSeek-V3 num_nextn_predict_layers, transformers 5 num_mtp_layers)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    for key in ("num_nextn_predict_layers", "num_mtp_layers", "mtp_num_layers"):
+        if getattr(text, key, None):
+            return int(getattr(text, key))
+    return 0
 
 
 def check_supported(config) -> None:
