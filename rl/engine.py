@@ -8,6 +8,7 @@ before vllm is imported, which is why vllm is imported inside `make_llm`.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -68,7 +69,25 @@ def make_llm(model: ModelConfig, rollout: RolloutConfig, seed: int = 0):
     os.environ.update(engine_env(rollout))
     from vllm import LLM
 
+    _quiet_benign_reload_warnings()
     return LLM(**engine_kwargs(model, rollout, seed))
+
+
+class _BenignReloadWarning(logging.Filter):
+    """vLLM 0.32's layerwise reload warns "<Layer>: Failed to load weights" for a layer none of whose tensors came
+    with the new weights. For rotary embeddings that is always so (their cos/sin cache is computed, not a
+    checkpoint weight): one such line per weight sync per worker filled the demo's console. Any other layer
+    still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args if isinstance(record.args, tuple) else ()
+        return not (record.msg == "%s: Failed to load weights" and args and str(args[0]).endswith("RotaryEmbedding"))
+
+
+def _quiet_benign_reload_warnings() -> None:
+    log = logging.getLogger("vllm.model_executor.model_loader.reload.layerwise")
+    if not any(isinstance(f, _BenignReloadWarning) for f in log.filters):
+        log.addFilter(_BenignReloadWarning())
 
 
 class HeapTrimmer:
