@@ -447,7 +447,8 @@ class Learner:
             logp_old[i : i + mbs, : lp.shape[1]] = lp.detach().float().cpu()
         local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
                                          finished_by_length=batch["finished_by_length"]) if n else 0
-        # MTP depth 1 scores response tokens 2.. of each sample (mask[:, 1:]), normalised like the policy loss
+        # MTP depth 1 at position i predicts t_{i+2} where mask[i+1]: the targets of mask[:, 1:] (every response
+        # token once the prompt has 2+ tokens), counted over the whole batch like the policy loss's valid tokens
         local_mtp = float(batch["mask"][:, 1:].sum()) if self.mtp is not None and n else 0.0
         total = torch.tensor([float(local_valid), local_mtp])
         if self.world_size > 1:
