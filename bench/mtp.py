@@ -19,7 +19,6 @@ acceptance is measured where the drafts are checked exactly. Writes --json (defa
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -46,10 +45,10 @@ def _generate(llm, prompts: list[list[int]], max_new: int) -> tuple[list, dict]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
+    from rl.rollout import _SPEC_COUNTERS
+
     def counts() -> dict[str, int]:
-        names = {"vllm:spec_decode_num_draft_tokens": "draft_tokens",
-                 "vllm:spec_decode_num_accepted_tokens": "accepted_tokens"}
-        return {names[m.name]: int(m.value) for m in llm.get_metrics() if m.name in names}
+        return {_SPEC_COUNTERS[m.name]: int(m.value) for m in llm.get_metrics() if m.name in _SPEC_COUNTERS}
 
     sp = SamplingParams(temperature=0, max_tokens=max_new, ignore_eos=True, logprobs=0)
     c0, t0 = counts(), time.time()
@@ -59,8 +58,6 @@ def _generate(llm, prompts: list[list[int]], max_new: int) -> tuple[list, dict]:
     stats["acceptance_rate"] = round(stats["accepted_tokens"] / max(stats["draft_tokens"], 1), 4)
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
     stats["tokens_per_s"] = round(tokens / seconds, 1)
-    # what the target chose (speculation must not change it): equal digests = the same greedy responses
-    stats["responses_sha"] = hashlib.sha256(str([o.outputs[0].token_ids for o in outs]).encode()).hexdigest()[:12]
     return outs, stats
 
 
@@ -76,15 +73,15 @@ def _drafter_digest(worker) -> dict[str, list[float]]:
             for n, t in tensors.items() if isinstance(t, torch.Tensor) and t.is_floating_point()}
 
 
-def _digest_gap(a: dict, b: dict) -> float:
-    """Largest relative difference between two drafter digests (0.0 = the same numbers)."""
-    gap = 0.0
+def _digest_gaps(a: dict, b: dict) -> dict[str, float]:
+    """Relative difference per drafter tensor between two digests (0.0 = the same numbers, inf = missing)."""
+    gaps = {}
     for name in set(a) | set(b):
         if name not in a or name not in b:
-            return float("inf")
-        for x, y in zip(a[name], b[name]):
-            gap = max(gap, abs(x - y) / max(abs(x), abs(y), 1e-12))
-    return gap
+            gaps[name] = float("inf")
+        else:
+            gaps[name] = max(abs(x - y) / max(abs(x), abs(y), 1e-12) for x, y in zip(a[name], b[name]))
+    return gaps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     # the learner's export loaded fresh: the same drafts as the in-place sync if that reload is exact
     fresh, baseline = child("mtp"), child("plain")["tokens_per_s"]
     inplace_digest, fresh_digest = llm.collective_rpc(_drafter_digest)[0], fresh.pop("drafter_digest")
-    gap = _digest_gap(inplace_digest, fresh_digest)
+    gaps = _digest_gaps(inplace_digest, fresh_digest)
+    gap = max(gaps.values(), default=0.0)
     if gap > 1e-5:
-        worst = sorted(set(inplace_digest) | set(fresh_digest), key=lambda n: -_digest_gap(
-            {n: inplace_digest.get(n, [0, 0])}, {n: fresh_digest.get(n, [1, 1])}))[:6]
+        worst = sorted(gaps, key=gaps.get, reverse=True)[:6]
         print("drafter tensors that differ: " + ", ".join(f"{n} {inplace_digest.get(n)} vs {fresh_digest.get(n)}"
                                                           for n in worst), flush=True)
     print(f"after {args.steps} learner steps (mtp/loss {history[0]['mtp/loss']:.3f} -> {history[-1]['mtp/loss']:.3f}, "
@@ -210,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
           f"vs fresh: largest relative difference {gap:.2e}", flush=True)
     result = {"time": time.strftime("%Y-%m-%d %H:%M"), "args": {k: str(v) for k, v in vars(args).items()},
               "before": before, "after": after, "no_speculation_tokens_per_s": baseline,
-              "fresh_load": fresh, "drafter_inplace_vs_fresh_max_rel_diff": gap, "train_seconds": round(train_seconds, 1),
+              "fresh_load": fresh, "drafter_inplace_vs_fresh_max_rel_diff": gap,
+              "train_seconds": round(train_seconds, 1),
               "sync_seconds": round(sync_seconds, 2),
               "mtp_loss": [round(h["mtp/loss"], 4) for h in history],
               "mtp_accuracy_last": round(history[-1]["mtp/accuracy"], 4)}

@@ -227,6 +227,8 @@ class Learner:
         balancing = bool(self.routing and self.routing.has_bias and cfg.router_bias_rate > 0)
         self._hidden = None  # the policy's final-norm output of the latest forward (the MTP heads' input)
         if mtp is not None:
+            from rl.mtp import hook_hidden
+
             # a submodule, so DeepSpeed optimises, shards and checkpoints the heads with the policy; attached
             # after the routing monitor (it tracks the policy's routers), the heads' router frozen like them
             model.add_module(MTP_MODULE, mtp)
@@ -234,7 +236,7 @@ class Learner:
                 for name in router_parameter_names(mtp):
                     mtp.get_parameter(name).requires_grad_(False)
                     self.frozen.append(f"{MTP_MODULE}.{name}")
-            model.model.norm.register_forward_hook(self._keep_hidden)
+            hook_hidden(model, self._keep_hidden)
         if self.rank == 0 and self.routing is not None:
             arch = type(model).__name__
             print(f"learner: {len(self.routing.routers)} MoE routers in {arch}, "
@@ -271,8 +273,8 @@ class Learner:
                 "routers": len(self.routing.routers) if self.routing else 0, "bias_balancing": balancing}
 
     # -- one optimizer step per mini-batch ---------------------------------------------------------
-    def _keep_hidden(self, module, inputs, output) -> None:
-        self._hidden = output.detach()  # [B, L, H]: the MTP loss trains the heads only (rl/mtp.py)
+    def _keep_hidden(self, hidden: torch.Tensor) -> None:
+        self._hidden = hidden  # [B, L, H], detached: the MTP loss trains the heads only (rl/mtp.py)
 
     def _logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.cfg.share_prompts and self._prefix_ok and "prompt_len" in mb:
@@ -586,10 +588,7 @@ class Learner:
             if heads is not None:  # beside it, under the names vLLM's drafter and rl.mtp.load_heads read
                 from rl.mtp import write_heads
 
-                mtp_state = {k: v for k, v in state.items() if k not in policy_state}
-                for n in heads.layers:  # DeepSeek-V3 checkpoints carry the shared head; it is the policy's lm_head
-                    mtp_state[f"model.layers.{n}.shared_head.head.weight"] = state["lm_head.weight"]
-                write_heads(mtp_state, out)
+                write_heads({k: v for k, v in state.items() if k not in policy_state}, out, state["lm_head.weight"])
             src = Path(module.name_or_path)
             AutoTokenizer.from_pretrained(src).save_pretrained(out)
         return path

@@ -28,6 +28,15 @@ from torch import nn
 SUPPORTED = ("deepseek_v3",)
 # weights of an MTP layer that are not its decoder block (vLLM's _rewrite_spec_layer_name)
 _OWN = ("enorm.", "hnorm.", "eh_proj.", "shared_head.")
+# an MTP layer's checkpoint tensors that vLLM replaces by the target's own (embedding and lm_head): never loaded
+# into the heads here, never sent to a running drafter (it would write them into the policy)
+SHARED_WITH_TARGET = ("shared_head.head.weight", "embed_tokens.weight")
+
+
+def hook_hidden(policy, sink):
+    """Call sink(hidden [B, L, H], detached) with the policy's final-norm output on every forward: the MTP
+    layers' input, caught during a forward the caller runs anyway. Returns the hook handle."""
+    return policy.model.norm.register_forward_hook(lambda module, inputs, output: sink(output.detach()))
 
 
 def mtp_depth(config) -> int:
@@ -141,20 +150,14 @@ def _per_expert(name: str, value: torch.Tensor) -> dict[str, torch.Tensor]:
     return {name: value}
 
 
-def checkpoint_state(heads_state: dict[str, torch.Tensor], lm_head: torch.Tensor | None = None
-                     ) -> dict[str, torch.Tensor]:
+def checkpoint_state(heads_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """MTPHeads.state_dict() -> checkpoint names: layers.N.mtp_block.X -> model.layers.N.X, layers.N.enorm ->
-    model.layers.N.enorm, fused experts split per expert (vLLM's DeepSeekMTP.load_weights reads these).
-
-    With `lm_head` (files on disk) each layer also gets shared_head.head = lm_head, as DeepSeek-V3 checkpoints
-    carry it. Without (the in-place weight sync) it is left out: in vLLM that tensor *is* the target's lm_head."""
+    model.layers.N.enorm, fused experts split per expert (vLLM's DeepSeekMTP.load_weights reads these). No
+    shared_head.head: in vLLM that tensor *is* the target's lm_head (write_heads adds a copy to files)."""
     out = {}
     for name, value in heads_state.items():
         name = "model." + name.replace(".mtp_block.", ".")
         out.update(_per_expert(name, value))
-    if lm_head is not None:
-        for n in sorted({k.split(".")[1] for k in heads_state}):
-            out[f"model.layers.{n}.shared_head.head.weight"] = lm_head
     return out
 
 
@@ -189,7 +192,7 @@ def load_heads(config, path: Path) -> MTPHeads:
     state: dict[str, torch.Tensor] = {}
     experts: dict[str, dict[int, dict[str, torch.Tensor]]] = {}
     for key, value in tensors.items():
-        if key.endswith(("shared_head.head.weight", "embed_tokens.weight")):
+        if key.endswith(SHARED_WITH_TARGET):
             continue  # the policy's own lm_head / embedding (shared, as in vLLM)
         name = _module_name(key)
         if ".mlp.experts." in name and name.rsplit(".", 3)[-3].isdigit():
@@ -199,7 +202,8 @@ def load_heads(config, path: Path) -> MTPHeads:
             state[name] = value
     for base, per in experts.items():  # back to transformers' fused [E, ...] tensors
         order = sorted(per)
-        state[f"{base}.gate_up_proj"] = torch.stack([torch.cat([per[e]["gate_proj"], per[e]["up_proj"]]) for e in order])
+        state[f"{base}.gate_up_proj"] = torch.stack([torch.cat([per[e]["gate_proj"], per[e]["up_proj"]])
+                                                     for e in order])
         state[f"{base}.down_proj"] = torch.stack([per[e]["down_proj"] for e in order])
     missing, unexpected = heads.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -208,11 +212,14 @@ def load_heads(config, path: Path) -> MTPHeads:
     return heads
 
 
-def write_heads(heads_ckpt: dict[str, torch.Tensor], out: Path) -> Path:
+def write_heads(heads_ckpt: dict[str, torch.Tensor], out: Path, lm_head: torch.Tensor) -> Path:
     """Store checkpoint-named MTP tensors beside a saved policy as mtp.safetensors (vLLM reads every
-    *.safetensors of a directory, or those the index names: the index is updated when there is one)."""
+    *.safetensors of a directory, or those the index names: the index is updated when there is one). Each
+    layer also gets shared_head.head = the policy's lm_head, as DeepSeek-V3 checkpoints carry it."""
     from safetensors.torch import save_file
 
+    layers = sorted({k.split(".")[2] for k in heads_ckpt})  # model.layers.N.*
+    heads_ckpt = {**heads_ckpt, **{f"model.layers.{n}.shared_head.head.weight": lm_head for n in layers}}
     out = Path(out)
     file = out / "mtp.safetensors"
     save_file({k: v.detach().cpu().contiguous() for k, v in heads_ckpt.items()}, str(file), metadata={"format": "pt"})
@@ -235,8 +242,7 @@ def init_heads(path: Path, seed: int = 0) -> Path:
     policy = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     for module in heads.modules():  # transformers' own initialisation of each module type
         policy._init_weights(module)
-    lm_head = policy.get_output_embeddings().weight.detach()
-    return write_heads(checkpoint_state(heads.state_dict(), lm_head), Path(path))
+    return write_heads(checkpoint_state(heads.state_dict()), Path(path), policy.get_output_embeddings().weight.detach())
 
 
 def build_tiny(out: Path, seed: int = 0) -> Path:

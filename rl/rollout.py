@@ -178,11 +178,13 @@ def _drafter_weights(worker, state: dict) -> dict:
     drafter = getattr(worker.model_runner, "drafter", None)
     if drafter is None or getattr(drafter, "model", None) is None:
         return {}
+    from rl.mtp import SHARED_WITH_TARGET
+
     prefixes = _mtp_prefixes(worker.model_runner.vllm_config.model_config.hf_config.to_dict())
     # never a drafter's embed_tokens / shared_head.head: vLLM makes them the target's own tensors, so reloading
     # them into the drafter would overwrite the policy's lm_head with whatever the state dict holds there
-    return {k: v for k, v in state.items() if prefixes and k.startswith(prefixes)
-            and not k.endswith(("shared_head.head.weight", "embed_tokens.weight"))}
+    return {k: v for k, v in state.items()
+            if prefixes and k.startswith(prefixes) and not k.endswith(SHARED_WITH_TARGET)}
 
 
 def _check_speculative(model_cfg: ModelConfig, cfg: RolloutConfig) -> None:

@@ -149,11 +149,13 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every
     examples, stats = collect_examples(cfg, tokenizer)
     model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
     model.train()
+    from rl.mtp import checkpoint_state, hook_hidden, write_heads
+
     heads, hidden = _mtp_heads(model, init_dir, cfg), []
     params = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
     if heads is not None:  # the final-norm output of each forward: the MTP layers' input (rl/mtp.py)
-        model.model.norm.register_forward_hook(lambda module, inputs, output: hidden.append(output.detach()))
+        hook_hidden(model, hidden.append)
 
     def lr_at(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -203,9 +205,7 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every
     }
     _save_atomically(model, tokenizer, out, info)
     if heads is not None:
-        from rl.mtp import checkpoint_state, write_heads
-
-        write_heads(checkpoint_state(heads.state_dict(), model.get_output_embeddings().weight.detach()), out)
+        write_heads(checkpoint_state(heads.state_dict()), out, model.get_output_embeddings().weight.detach())
     return info
 
 

@@ -30,12 +30,13 @@ def test_heads_round_trip_through_checkpoint_names(deepseek_mtp):
 
     heads = load_heads(AutoConfig.from_pretrained(deepseek_mtp), deepseek_mtp)
     lm_head = load_file(str(deepseek_mtp / "model.safetensors"))["lm_head.weight"]
-    ckpt = checkpoint_state(heads.state_dict(), lm_head)
+    ckpt = checkpoint_state(heads.state_dict())
     with safe_open(str(deepseek_mtp / "mtp.safetensors"), framework="pt") as fh:
         stored = {k: fh.get_tensor(k) for k in fh.keys()}
-    assert set(ckpt) == set(stored)
-    # the sync state has no shared head: in vLLM it is the target's lm_head (rl/mtp.py)
-    assert "model.layers.2.shared_head.head.weight" not in checkpoint_state(heads.state_dict())
+    # files carry the shared head (a copy of lm_head); the sync state has none: in vLLM it is the target's lm_head
+    assert set(stored) == set(ckpt) | {"model.layers.2.shared_head.head.weight"}
+    assert torch.equal(stored["model.layers.2.shared_head.head.weight"], lm_head)
+    assert "model.layers.2.shared_head.head.weight" not in ckpt
     assert not any(name.startswith("layers.2.shared_head.head") for name in heads.state_dict())
     # vLLM's DeepSeekMTP names: the block's weights directly under the layer, experts one by one
     assert "model.layers.2.self_attn.kv_a_proj_with_mqa.weight" in ckpt and "model.layers.2.eh_proj.weight" in ckpt
