@@ -45,15 +45,12 @@ def _generate(llm, prompts: list[list[int]], max_new: int) -> tuple[list, dict]:
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from rl.rollout import _SPEC_COUNTERS
-
-    def counts() -> dict[str, int]:
-        return {_SPEC_COUNTERS[m.name]: int(m.value) for m in llm.get_metrics() if m.name in _SPEC_COUNTERS}
+    from rl.rollout import spec_counts
 
     sp = SamplingParams(temperature=0, max_tokens=max_new, ignore_eos=True, logprobs=0)
-    c0, t0 = counts(), time.time()
+    c0, t0 = spec_counts(llm), time.time()
     outs = llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts], sp, use_tqdm=False)
-    seconds, c1 = time.time() - t0, counts()
+    seconds, c1 = time.time() - t0, spec_counts(llm)
     stats = {k: c1.get(k, 0) - c0.get(k, 0) for k in ("draft_tokens", "accepted_tokens")}
     stats["acceptance_rate"] = round(stats["accepted_tokens"] / max(stats["draft_tokens"], 1), 4)
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)

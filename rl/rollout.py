@@ -49,6 +49,15 @@ _SPEC_COUNTERS = {"vllm:spec_decode_num_draft_tokens": "draft_tokens",
                   "vllm:spec_decode_num_accepted_tokens": "accepted_tokens"}
 
 
+def spec_counts(llm) -> dict[str, int]:
+    """vLLM's cumulative draft and accepted token counts of one engine (summed over the counters' label sets)."""
+    counts = dict.fromkeys(_SPEC_COUNTERS.values(), 0)
+    for metric in llm.get_metrics():
+        if metric.name in _SPEC_COUNTERS:
+            counts[_SPEC_COUNTERS[metric.name]] += int(metric.value)
+    return counts
+
+
 class RolloutConfig(Section):
     num_workers: int = Field(1, ge=1)
     """Rollout actors, each with its own vLLM engine."""
@@ -352,11 +361,7 @@ class RolloutWorker:
     def _spec_counts(self) -> dict[str, int]:
         if self.cfg.speculative.method == "none":
             return {}
-        counts = dict.fromkeys(_SPEC_COUNTERS.values(), 0)
-        for metric in self.llm.get_metrics():
-            if metric.name in _SPEC_COUNTERS:
-                counts[_SPEC_COUNTERS[metric.name]] += int(metric.value)
-        return counts
+        return spec_counts(self.llm)
 
     def spec_stats(self) -> dict[str, float]:
         """Draft / accepted token counts since the previous call (cumulative counters differenced), and their
