@@ -50,7 +50,10 @@ bytes, lone surrogates) gets reward 0 with a reason within about `time_limit` (d
   any other thread alike, unlike signal.alarm (main thread only, and it would clobber a host's own SIGALRM,
   e.g. pytest-timeout's or math-verify's). It interrupts Python code only: a single long C call (a huge
   integer power) would not be interrupted, which is what the size bounds above are for. The environment
-  server's verify pool kills a stuck worker process as the last line of defence.
+  server's verify pool kills a stuck worker process as the last line of defence. A shot can land while the
+  thread runs a finalizer (a generator closed by the garbage collector, a __del__): Python then reports it as
+  "Exception ignored" instead of raising it, so the watchdog shoots again, and the process's unraisable hook
+  drops such reports (counted in _WATCHDOG.swallowed) rather than print them or fail a test under pytest.
 Results are cached per (answer, reference) pair, so the G samples of a group rarely parse twice.
 """
 
@@ -356,6 +359,7 @@ class _Watchdog:
     MAX_SHOTS = 50
 
     def __init__(self) -> None:
+        self.swallowed = 0  # shots that landed in a finalizer and were dropped by _drop_swallowed_shots
         self._reset()
 
     def _reset(self) -> None:  # also in a forked child, where the parent's thread does not exist
@@ -366,6 +370,8 @@ class _Watchdog:
 
     def arm(self, seconds: float) -> _Guard:
         guard = _Guard(threading.get_ident(), time.monotonic() + seconds)
+        if not getattr(sys.unraisablehook, "_drops_deadlines", False):  # checked each time: hosts replace it
+            sys.unraisablehook = _drop_swallowed_shots(sys.unraisablehook)
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="verifiers.math-watchdog", daemon=True)
@@ -399,6 +405,19 @@ class _Watchdog:
                 next_due = min((g.deadline for g in self._guards.values()), default=None)
                 del frames
             self._wake.wait(None if next_due is None else max(0.0, next_due - time.monotonic()))
+
+
+def _drop_swallowed_shots(previous: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """An unraisable hook that drops _Deadline shots swallowed by a finalizer and hands the rest to `previous`."""
+
+    def hook(unraisable: Any) -> Any:
+        if isinstance(unraisable.exc_value, _Deadline):
+            _WATCHDOG.swallowed += 1
+            return None
+        return previous(unraisable)
+
+    hook._drops_deadlines = True  # type: ignore[attr-defined]
+    return hook
 
 
 def _inside_guarded_call(frame: Any) -> bool:
