@@ -50,7 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--num-tasks", type=int, default=None, help="generated tasks per environment for SFT data")
-    parser.add_argument("--prompt-loss-weight", type=float, default=None)
+    parser.add_argument("--prompt-loss-weight", type=json.loads, default=None,
+                        help='JSON per environment, e.g. \'{"default": 0.5, "math": 0.0}\'')
+    parser.add_argument("--envs", default=None, help="comma-separated SFT environments (default: WarmStartConfig's)")
+    parser.add_argument("--init", type=Path, default=None, help="initial policy (default: the tiny policy's build)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tasks", type=int, default=100, help="held-out tasks per environment and level")
     parser.add_argument("--samples", type=int, default=4)
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
 
     fields = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
               "prompt_loss_weight": args.prompt_loss_weight}
+    if args.envs:
+        fields["envs"] = args.envs.split(",")
     cfg = WarmStartConfig(**{k: v for k, v in fields.items() if v is not None})
     if args.num_tasks is not None:
         cfg = cfg.model_copy(update={"env_options": {e: {"num_tasks": args.num_tasks} for e in cfg.envs}})
@@ -71,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from rl.tiny_policy import ensure_built
 
-    init = ensure_built(TINY_POLICY_INIT_DIR)
+    init = args.init or ensure_built(TINY_POLICY_INIT_DIR)
     with tempfile.TemporaryDirectory(prefix="polyrl-warm-bench-") as tmp:
         final = (args.keep or Path(tmp)) / "policy"
         t0 = time.time()

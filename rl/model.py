@@ -28,7 +28,7 @@ class ModelConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Weights dtype for rollouts and learners. float32 on CPU keeps vLLM and transformers logprobs closest."""
     max_model_len: int = Field(512, ge=16)
-    """Longest prompt + response, in tokens (the tiny policy's context is 512 characters)."""
+    """Longest prompt + response, in tokens (the tiny policy's context is 512 tokens)."""
 
 
     def resolved_path(self) -> Path:

@@ -253,14 +253,14 @@ def build_tiny(out: Path, seed: int = 0) -> Path:
     from transformers import AutoModelForCausalLM, DeepseekV3Config
 
     from rl.model import save_policy
-    from rl.tiny_policy import build_tokenizer
+    from rl.tiny_policy import CHAR_VOCAB_SIZE, build_tokenizer
 
     tok = build_tokenizer()
     cfg = DeepseekV3Config(
-        vocab_size=128, hidden_size=128, intermediate_size=256, moe_intermediate_size=64, num_hidden_layers=2,
-        first_k_dense_replace=0, n_routed_experts=4, num_experts_per_tok=2, n_group=1, topk_group=1,
-        n_shared_experts=1, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=None, kv_lora_rank=512,
-        qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32, max_position_embeddings=512,
+        vocab_size=CHAR_VOCAB_SIZE, hidden_size=128, intermediate_size=256, moe_intermediate_size=64,
+        num_hidden_layers=2, first_k_dense_replace=0, n_routed_experts=4, num_experts_per_tok=2, n_group=1,
+        topk_group=1, n_shared_experts=1, num_attention_heads=2, num_key_value_heads=2, q_lora_rank=None,
+        kv_lora_rank=512, qk_rope_head_dim=64, qk_nope_head_dim=32, v_head_dim=32, max_position_embeddings=512,
         pad_token_id=tok.pad_token_id, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
         num_nextn_predict_layers=1, tie_word_embeddings=False, topk_method="noaux_tc", scoring_func="sigmoid",
     )

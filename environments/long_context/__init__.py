@@ -5,7 +5,7 @@ document (easy: found by name; medium: found by a value, among more distractors)
 two-hop lookup or a comparison). Task files add real sets (files.py: question, documents or context, answer).
 
 Length: `context_chars` bounds the documents block. The default (360) keeps prompt + reference answer within
-the tiny policy's 512-character context at every level. For a real model with a 32K-token context use
+512 characters at every level (the tiny policy's context is 512 tokens). For a real model with a 32K-token context use
 `{"context_chars": 110000, "doc_style": "article", "max_docs": {}}`: ~30K tokens of documents at ~3.7 characters per token,
 leaving room for the question and the answer.
 
@@ -36,8 +36,8 @@ class LongContextOptions(Section):
     num_tasks: int = Field(3000, ge=0, le=1_000_000)
     """Generated tasks, round-robin over easy/medium/hard (ids easy-000000, ...); 0 = files only."""
     context_chars: int = Field(360, ge=100, le=4_000_000)
-    """Upper bound on the documents block in characters (distractors are added up to it). 360 fits the tiny
-    policy's 512-character context; ~110000 with doc_style 'article' is a 32K-token context."""
+    """Upper bound on the documents block in characters (distractors are added up to it). 360 fits 512
+    characters, inside the tiny policy's 512-token context; ~110000 with doc_style 'article' is a 32K-token context."""
     doc_style: Literal["record", "article"] = "record"
     """record: one ~45-character line per document; article: a paragraph of ~article_chars per document."""
     article_chars: int = Field(400, ge=60, le=20_000)

@@ -10,7 +10,7 @@ medium  one document, found by a value:   "Which project is based in Oslo?" (tha
 hard    two documents:                    "Where does the lead of Falcon live?" (project -> person) or
                                           "Which started earlier, Falcon or Heron?" (compare two projects)
 
-Document styles: "record" (one line of ~45 characters: what fits the tiny policy's 512-character context)
+Document styles: "record" (one line of ~45 characters: what fits 512 characters, the tiny policy's context)
 and "article" (a paragraph of ~`article_chars` whose extra sentences carry no facts: for long contexts).
 """
 

@@ -1,11 +1,15 @@
-r"""Deterministic arithmetic tasks sized for the tiny character-level policy (512-character context).
+r"""Deterministic arithmetic tasks sized for the tiny policy (everything fits 512 characters).
 
 Every task is a function of (seed, difficulty, index) alone, so task "easy-000123" is the same whatever
 `num_tasks` is, in the server and in each verify worker. Prompts stay under 120 characters and worked
-solutions under 60, all in one format a 7M-parameter model can pick up in minutes of SFT:
+solutions under 100, all in one format a 7M-parameter model can pick up in minutes of SFT:
 
     prompt     "Compute 37+48. Put the final answer in \boxed{}."
-    solution   "37+48=85. \boxed{85}"
+    solution   "7+8=15, 3+4+1=8, so 37+48=85. \boxed{85}"
+
+Additions, subtractions and multiplications are worked column by column, least significant digit first
+(add_steps, sub_steps, mul_steps), so every step is a one-digit fact plus a carry: the tiny policy cannot
+produce a 3-digit sum in one token-by-token guess, but it can learn the 200 one-digit facts.
 
 easy    one operation on small operands: 7+5, 12-5, 9*3, 27/3
 medium  two or three operations, larger operands, one-step word problems, percentages
@@ -38,6 +42,71 @@ class Generated(NamedTuple):
         return f"{self.solution} \\boxed{{{self.answer}}}"
 
 
+def add_steps(a: int, b: int) -> str:
+    """a+b (a, b >= 0) worked column by column from the units; one column needs no working.
+
+    >>> add_steps(37, 48), add_steps(7, 5), add_steps(95, 7)
+    ('7+8=15, 3+4+1=8, so 37+48=85', '7+5=12', '5+7=12, 9+0+1=10, so 95+7=102')
+    """
+    da, db = str(a)[::-1], str(b)[::-1]
+    if len(da) == len(db) == 1:
+        return f"{a}+{b}={a + b}"
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+        total = x + y + carry
+        steps.append(f"{x}+{y}{'+1' if carry else ''}={total}")
+        carry = total // 10
+    return ", ".join(steps) + f", so {a}+{b}={a + b}"
+
+
+def sub_steps(a: int, b: int) -> str:
+    """a-b (a >= b >= 0) worked column by column from the units, borrowing ten where a column falls short.
+
+    >>> sub_steps(52, 17), sub_steps(9, 4), sub_steps(403, 58)
+    ('12-7=5, 5-1-1=3, so 52-17=35', '9-4=5', '13-8=5, 10-5-1=4, 4-0-1=3, so 403-58=345')
+    """
+    if not a >= b >= 0:
+        raise ValueError(f"sub_steps needs a >= b >= 0, got {a}-{b}")
+    da, db = str(a)[::-1], str(b)[::-1]
+    if len(da) == 1:
+        return f"{a}-{b}={a - b}"
+    steps, borrow = [], 0
+    for i in range(len(da)):
+        x, y = int(da[i]), int(db[i]) if i < len(db) else 0
+        if i == len(da) - 1 and x - borrow - y == 0 and i >= len(db):
+            break  # a leading zero: nothing left to write
+        top = x + 10 if x - borrow < y else x
+        steps.append(f"{top}-{y}{'-1' if borrow else ''}={top - y - borrow}")
+        borrow = 1 if top > x else 0
+    return ", ".join(steps) + f", so {a}-{b}={a - b}"
+
+
+def mul_steps(a: int, b: int) -> str:
+    """a*b (a >= 0, 0 <= b <= 19) worked digit by digit of a; a factor 11..19 is split as a*10 + a*(b-10).
+
+    >>> mul_steps(47, 3), mul_steps(6, 8), mul_steps(23, 14), mul_steps(3, 12)
+    ('7*3=21, 4*3+2=14, so 47*3=141', '6*8=48', '3*4=12, 2*4+1=9, so 23*4=92, 230+92=322, so 23*14=322', '2*3=6, 1*3=3, so 12*3=36')
+    """
+    if not (a >= 0 and 0 <= b <= 19):
+        raise ValueError(f"mul_steps needs a >= 0 and 0 <= b <= 19, got {a}*{b}")
+    if b > 9 and a <= 9:  # the one-digit number is the multiplier
+        return mul_steps(b, a)
+    if b in (0, 1, 10):
+        return f"{a}*{b}={a * b}"
+    if b > 10:
+        return f"{mul_steps(a, b - 10)}, {a * 10}+{a * (b - 10)}={a * b}, so {a}*{b}={a * b}"
+    da = str(a)[::-1]
+    if len(da) == 1:
+        return f"{a}*{b}={a * b}"
+    steps, carry = [], 0
+    for d in da:
+        total = int(d) * b + carry
+        steps.append(f"{d}*{b}{f'+{carry}' if carry else ''}={total}")
+        carry = total // 10
+    return ", ".join(steps) + f", so {a}*{b}={a * b}"
+
+
 def _frac(x: Fraction) -> str:
     return str(x.numerator) if x.denominator == 1 else f"{x.numerator}/{x.denominator}"
 
@@ -45,18 +114,18 @@ def _frac(x: Fraction) -> str:
 # ------------------------------------------------------------------------------------------------ easy
 def _easy_add(r: random.Random) -> Generated:
     a, b = r.randint(0, 20), r.randint(0, 20)
-    return Generated(f"Compute {a}+{b}.", f"{a}+{b}={a + b}.", str(a + b))
+    return Generated(f"Compute {a}+{b}.", f"{add_steps(a, b)}.", str(a + b))
 
 
 def _easy_sub(r: random.Random) -> Generated:
     a = r.randint(0, 20)
     b = r.randint(0, a)
-    return Generated(f"Compute {a}-{b}.", f"{a}-{b}={a - b}.", str(a - b))
+    return Generated(f"Compute {a}-{b}.", f"{sub_steps(a, b)}.", str(a - b))
 
 
 def _easy_mul(r: random.Random) -> Generated:
     a, b = r.randint(1, 10), r.randint(1, 10)
-    return Generated(f"Compute {a}*{b}.", f"{a}*{b}={a * b}.", str(a * b))
+    return Generated(f"Compute {a}*{b}.", f"{mul_steps(a, b)}.", str(a * b))
 
 
 def _easy_div(r: random.Random) -> Generated:
@@ -70,7 +139,7 @@ def _medium_chain(r: random.Random) -> Generated:
     a, b = r.randint(10, 99), r.randint(10, 99)
     s = a + b
     c = r.randint(1, s)
-    return Generated(f"Compute {a}+{b}-{c}.", f"{a}+{b}={s}, {s}-{c}={s - c}.", str(s - c))
+    return Generated(f"Compute {a}+{b}-{c}.", f"{add_steps(a, b)}, {sub_steps(s, c)}.", str(s - c))
 
 
 def _medium_precedence(r: random.Random) -> Generated:
@@ -78,8 +147,8 @@ def _medium_precedence(r: random.Random) -> Generated:
     a, b, c = r.randint(2, 12), r.randint(2, 12), r.randint(1, 50)
     p = a * b
     if r.random() < 0.5:
-        return Generated(f"Compute {a}*{b}+{c}.", f"{a}*{b}={p}, {p}+{c}={p + c}.", str(p + c))
-    return Generated(f"Compute {c}+{a}*{b}.", f"{a}*{b}={p}, {c}+{p}={p + c}.", str(p + c))
+        return Generated(f"Compute {a}*{b}+{c}.", f"{mul_steps(a, b)}, {add_steps(p, c)}.", str(p + c))
+    return Generated(f"Compute {c}+{a}*{b}.", f"{mul_steps(a, b)}, {add_steps(c, p)}.", str(p + c))
 
 
 def _medium_large(r: random.Random) -> Generated:
@@ -91,7 +160,8 @@ def _medium_large(r: random.Random) -> Generated:
         if kind == "-" and b > a:
             a, b = b, a
     value = {"+": a + b, "-": a - b, "*": a * b}[kind]
-    return Generated(f"Compute {a}{kind}{b}.", f"{a}{kind}{b}={value}.", str(value))
+    steps = {"+": add_steps, "-": sub_steps, "*": mul_steps}[kind](a, b)
+    return Generated(f"Compute {a}{kind}{b}.", f"{steps}.", str(value))
 
 
 def _medium_word(r: random.Random) -> Generated:
@@ -100,16 +170,16 @@ def _medium_word(r: random.Random) -> Generated:
     if kind == 0:
         a, b = r.randint(2, 40), r.randint(2, 40)
         return Generated(f"{name} has {a} {item} and buys {b} more. How many {item} does {name} have?",
-                         f"{a}+{b}={a + b}.", str(a + b))
+                         f"{add_steps(a, b)}.", str(a + b))
     if kind == 1:
         a = r.randint(5, 60)
         b = r.randint(1, a)
         return Generated(f"{name} has {a} {item} and gives away {b}. How many {item} are left?",
-                         f"{a}-{b}={a - b}.", str(a - b))
+                         f"{sub_steps(a, b)}.", str(a - b))
     if kind == 2:
         a, b = r.randint(2, 12), r.randint(2, 12)
         return Generated(f"There are {a} boxes with {b} {item} each. How many {item} in all?",
-                         f"{a}*{b}={a * b}.", str(a * b))
+                         f"{mul_steps(a, b)}.", str(a * b))
     b, q = r.randint(2, 9), r.randint(2, 12)
     return Generated(f"{b * q} {item} are shared equally by {b} kids. How many does each kid get?",
                      f"{b * q}/{b}={q}.", str(q))
@@ -130,12 +200,12 @@ def _hard_word(r: random.Random) -> Generated:
         total = a * b
         c = r.randint(1, total - 1)
         return Generated(f"{name} buys {a} packs of {b} {item} and loses {c}. How many {item} are left?",
-                         f"{a}*{b}={total}, {total}-{c}={total - c}.", str(total - c))
+                         f"{mul_steps(a, b)}, {sub_steps(total, c)}.", str(total - c))
     price, n = r.randint(2, 15), r.randint(2, 6)
     cost = price * n
     paid = (cost // 10 + 1 + r.randint(0, 2)) * 10
     return Generated(f"A pen costs ${price}. {name} buys {n} pens and pays ${paid}. What is the change?",
-                     f"{n}*{price}={cost}, {paid}-{cost}={paid - cost}.", str(paid - cost))
+                     f"{mul_steps(n, price)}, {sub_steps(paid, cost)}.", str(paid - cost))
 
 
 def _hard_fraction(r: random.Random) -> Generated:

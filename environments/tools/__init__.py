@@ -11,7 +11,7 @@ message. A turn without a call ends the episode; /verify with the session id the
 the state that the task's gold calls produce (verifiers/db_state.py): reward 1 if every table holds the same
 rows (order-independent, ids ignored), else 0, or the partial credit with `partial_credit: true`.
 
-Prompts (`tool_format`): "compact" (default, for the tiny policy's 512-character context) lists only the tools
+Prompts (`tool_format`): "compact" (default, for the tiny policy's short context) lists only the tools
 and tables the task needs, by signature, in one user message; "json_schema" puts every tool's JSON Schema and
 the table definitions in a system message and Task.meta["tools"] (OpenAI-style), for real models.
 
@@ -60,7 +60,7 @@ class ToolsOptions(Section):
     skip_bad_rows: bool = False
     """False: a bad file row is an error naming file, row and fix. True: skip it, count and log it."""
     tool_format: Literal["compact", "json_schema"] = "compact"
-    """compact: the task's tools by signature in one short user message (tiny policy, 512 characters);
+    """compact: the task's tools by signature in one short user message (tiny policy, fits 512 characters);
     json_schema: every tool's JSON Schema in a system message and Task.meta['tools'] (real models)."""
     partial_credit: bool = False
     """False: reward 1 iff the final state equals the gold state. True: |expected & actual changes| /

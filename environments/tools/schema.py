@@ -98,7 +98,7 @@ TOOL_SCHEMAS: dict[str, dict] = {
                                       "body": {"type": "string", "minLength": 1, "maxLength": 200}}},
     },
 }
-# Compact signatures for the tiny policy's 512-character context (argument names only).
+# Compact signatures for the tiny policy's short context (argument names only).
 SIGNATURES = {"query": "query(table,where)", "insert": "insert(table,values)",
               "update": "update(table,where,values)", "delete": "delete(table,where)",
               "send_message": "send_message(to,body)"}

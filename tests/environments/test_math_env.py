@@ -71,12 +71,17 @@ def test_copying_the_question_does_not_score(env_and_records):
         assert v.reward == 0.0 or expression == r.reference, v.reason
 
 
-def test_sizes_fit_the_tiny_policy(env_and_records):
-    """512-character context, ASCII charset: prompts under 120 characters, solutions under 60."""
+def test_sizes_fit_the_tiny_policy(env_and_records, tiny_policy_dir):
+    """ASCII, prompts under 120 characters, worked solutions under 110 characters and 100 tiny-policy tokens
+    (configs/tiny-cpu.yaml gives rollouts 128 new tokens)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_policy_dir)
     env, records = env_and_records
     for r in records:
         prompt, response = r.task.prompt[0].content, env.reference_response(r)
-        assert len(prompt) < 120 and len(response) < 60, (prompt, response)
+        assert len(prompt) < 120 and len(response) < 110, (prompt, response)
+        assert len(tok(response, add_special_tokens=False)["input_ids"]) < 100, response
         assert (prompt + response).isascii()
         assert prompt.endswith("Put the final answer in \\boxed{}.")
 
@@ -255,3 +260,41 @@ def test_doctests():
 
     for module in (environments.math, environments.math.generator, environments.math.files, environments.files):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+_STEP = re.compile(r"^[0-9+\-*/ ]+=-?[0-9]+$")
+
+
+def test_every_worked_step_is_a_true_equation(env_and_records):
+    """The column working (add_steps, sub_steps, mul_steps) teaches one-digit facts: a wrong step would teach a
+    wrong fact, so every `expression=number` step of every solution must hold."""
+    from fractions import Fraction
+
+    _, records = env_and_records
+    checked = 0
+    for r in records:
+        for part in re.split(r", so |, |\. ", _solution(r)):
+            part = part.removesuffix(".")
+            if not _STEP.match(part):
+                continue  # x=..., fractions a/b=c/d: their own formats
+            lhs, rhs = part.rsplit("=", 1)
+            for chained in lhs.split("="):
+                assert Fraction(eval(chained)) == Fraction(int(rhs)), (part, _solution(r))  # noqa: S307 (digits only)
+            checked += 1
+    assert checked > 2 * len(records), checked
+
+
+def _solution(record) -> str:
+    from environments.math.generator import generate, parse_task_id
+
+    difficulty, index = parse_task_id(record.task.task_id)
+    return generate(0, difficulty, index).solution
+
+
+def test_generator_doctests():
+    import doctest
+
+    import environments.math.generator as gen
+
+    result = doctest.testmod(gen)
+    assert result.attempted >= 6 and result.failed == 0

@@ -29,8 +29,8 @@ def test_budget_truncates_thinking_and_the_answer_is_verified(rollout_worker, ti
                                                 "max_new_tokens": MAX_NEW}}) for r in records]
     res = rollout_worker.generate(tasks, n=8)
     close = rollout_worker.tokenizer(THINK_CLOSE, add_special_tokens=False)["input_ids"]
-    assert rollout_worker.prompt_ids(tasks[0])[-len(THINK_OPEN):] == rollout_worker.tokenizer(
-        THINK_OPEN, add_special_tokens=False)["input_ids"]
+    think_open = rollout_worker.tokenizer(THINK_OPEN, add_special_tokens=False)["input_ids"]
+    assert rollout_worker.prompt_ids(tasks[0])[-len(think_open):] == think_open
     truncated = 0
     for record, group in zip(records, res["groups"]):
         for s in group:

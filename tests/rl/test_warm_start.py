@@ -10,7 +10,7 @@ import torch
 
 from curricula.split import is_heldout
 from environments.registry import load
-from rl.warm_start import MARKER, WarmStartConfig, collect_examples, is_current, train
+from rl.warm_start import MARKER, WarmStartConfig, _batches, collect_examples, is_current, train
 
 SMALL = {"math": {"num_tasks": 900}, "json_schema": {"num_tasks": 900}}
 
@@ -35,13 +35,13 @@ def test_examples_leave_out_heldout_tasks_and_their_prompts(tokenizer):
     assert stats["math"]["examples"] > 400 and stats["json_schema"]["examples"] > 400, stats
     # the easy arithmetic space is small: some generated tasks repeat a held-out prompt under another id
     assert stats["math"]["skipped_heldout_prompt"] > 0, stats
-    texts = [tokenizer.decode(ids[:n_prompt]) for ids, n_prompt in examples]
+    texts = [tokenizer.decode(ids[:n_prompt]) for ids, n_prompt, *_ in examples]
     for name in ("math", "json_schema"):
         heldout = _heldout_prompts(name)
         leaked = [t for t in texts for p in heldout if p in t]
         assert not leaked, f"{name}: held-out prompts in the SFT data: {leaked[:3]}"
     # every example ends with <eos> after a non-empty response
-    assert all(ids[-1] == tokenizer.eos_token_id and len(ids) > n_prompt + 1 for ids, n_prompt in examples)
+    assert all(ids[-1] == tokenizer.eos_token_id and len(ids) > n_prompt + 1 for ids, n_prompt, *_ in examples)
     more = WarmStartConfig(env_options={"math": {"num_tasks": 1800}, "json_schema": {"num_tasks": 900}})
     assert collect_examples(more, tokenizer)[1]["math"]["examples"] > stats["math"]["examples"], \
         "env_options reach the generator: more tasks, more examples"
@@ -68,3 +68,15 @@ def test_training_is_deterministic_and_lowers_the_loss(tiny_policy_dir, tmp_path
     assert is_current(tmp_path / "a", cfg)
     assert not is_current(tmp_path / "a", WarmStartConfig(steps=13, batch_size=4, warmup_steps=2, env_options=SMALL))
     assert not is_current(tmp_path / "a", WarmStartConfig(steps=12, batch_size=4, warmup_steps=2))
+
+
+def test_prompt_loss_weight_is_per_environment(tokenizer):
+    cfg = WarmStartConfig(env_options=SMALL, prompt_loss_weight={"default": 0.5, "math": 0.0})
+    examples, _ = collect_examples(cfg, tokenizer)
+    texts = [(tokenizer.decode(ids[:n]), w) for ids, n, w in examples]
+    assert {w for t, w in texts if "Compute" in t or "\\boxed" in t} == {0.0}
+    assert {w for t, w in texts if "JSON" in t} == {0.5}
+    _, weights, _ = next(_batches(examples, cfg.model_copy(update={"batch_size": 64})))
+    assert set(weights.unique().tolist()) <= {0.0, 0.5, 1.0} and 1.0 in weights.unique().tolist()
+    with pytest.raises(ValueError, match='"default" entry'):
+        WarmStartConfig(prompt_loss_weight={"math": 0.0})
