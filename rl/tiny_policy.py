@@ -146,7 +146,8 @@ def build(out: Path, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
 
     tokenizer = build_bpe_tokenizer(spec.vocab_size, spec.tokenizer_corpus_seed)
     if len(tokenizer) > spec.vocab_size:
-        raise ValueError(f"tiny policy: the tokenizer has {len(tokenizer)} tokens, more than vocab_size {spec.vocab_size}")
+        raise ValueError(f"tiny policy: the tokenizer has {len(tokenizer)} tokens, "
+                         f"more than vocab_size {spec.vocab_size}")
     cfg = Qwen3MoeConfig(
         vocab_size=spec.vocab_size,
         hidden_size=spec.hidden_size,

@@ -40,7 +40,7 @@ class WarmStartConfig(Section):
     task whose prompt equals a held-out prompt of the default set. The RL task set alone (~900 tasks per level)
     taught the tiny policy its training tasks by heart, not arithmetic."""
     steps: int = Field(1800, ge=1)
-    """Optimizer steps: 1,800 take 279 s on the quiet 2-core machine (the issue's budget is 5 minutes). Held-out
+    """Optimizer steps: 1,800 took 279-298 s on the quiet 2-core machine (the issue's budget is 5 minutes). Held-out
     pass rates (README "Warm start"; temperature 1): math easy 26%, JSON easy 92%, math medium 3.8%, JSON
     medium 2.7%; 2,000 steps (312 s) reached 30%, 97%, 8.0%, 4.3% in another run."""
     batch_size: int = Field(16, ge=1)

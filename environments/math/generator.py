@@ -85,8 +85,10 @@ def sub_steps(a: int, b: int) -> str:
 def mul_steps(a: int, b: int) -> str:
     """a*b (a >= 0, 0 <= b <= 19) worked digit by digit of a; a factor 11..19 is split as a*10 + a*(b-10).
 
-    >>> mul_steps(47, 3), mul_steps(6, 8), mul_steps(23, 14), mul_steps(3, 12)
-    ('7*3=21, 4*3+2=14, so 47*3=141', '6*8=48', '3*4=12, 2*4+1=9, so 23*4=92, 230+92=322, so 23*14=322', '2*3=6, 1*3=3, so 12*3=36')
+    >>> mul_steps(47, 3), mul_steps(6, 8), mul_steps(3, 12)
+    ('7*3=21, 4*3+2=14, so 47*3=141', '6*8=48', '2*3=6, 1*3=3, so 12*3=36')
+    >>> mul_steps(23, 14)
+    '3*4=12, 2*4+1=9, so 23*4=92, 230+92=322, so 23*14=322'
     """
     if not (a >= 0 and 0 <= b <= 19):
         raise ValueError(f"mul_steps needs a >= 0 and 0 <= b <= 19, got {a}*{b}")

@@ -67,7 +67,8 @@ def test_bpe_tokenizer_round_trips_any_ascii_and_keeps_digits_single(bpe):
 
 def test_bpe_tokenizer_compresses_the_environments_text_and_is_deterministic(bpe):
     assert len(bpe) == TinyPolicySpec.vocab_size
-    prompt = 'Return JSON matching this schema: {"type":"object","properties":{"tag":{"type":"number"}},"required":["tag"]}'
+    prompt = ('Return JSON matching this schema: '
+              '{"type":"object","properties":{"tag":{"type":"number"}},"required":["tag"]}')
     n = len(bpe(prompt, add_special_tokens=False)["input_ids"])
     assert n < len(prompt) / 3, (n, len(prompt))  # 24 tokens for 109 characters when written
     again = build_bpe_tokenizer(TinyPolicySpec.vocab_size, TinyPolicySpec.tokenizer_corpus_seed)
