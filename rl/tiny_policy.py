@@ -7,7 +7,7 @@ and a small Qwen3-MoE causal LM (8 experts, top-2, softmax router) that transfor
 Why BPE and not characters (measured, README "Warm start"): with one token per character the tiny model spent
 its warm-start budget learning to spell; after 1,200 SFT steps it still mis-copied operands and schema keys.
 Digits stay single tokens (pre-token rule below: arithmetic is done digit by digit, as written) while words
-with their leading space, schema keys and JSON punctuation runs become single tokens: a 112-character JSON
+with their leading space, schema keys and JSON punctuation runs become single tokens: a 109-character JSON
 prompt is 24 tokens. The same 1,200 steps then run 2.5x faster and held-out JSON-schema easy goes 31% -> 90%.
 The tokenizer is learnt at build time from a fixed corpus seed (not the RL seed), so the build stays offline
 and deterministic. The character-level tokenizer is kept for the tiny judge (genrm/build_judge.py) and the
@@ -170,8 +170,24 @@ def build(out: Path, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:
     )
     torch.manual_seed(spec.seed)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    marker = {"spec": asdict(spec), "digest": spec.digest(), "params": sum(p.numel() for p in model.parameters())}
+    marker = {"spec": asdict(spec), "digest": spec.digest(), "corpus_sources": corpus_sources_digest(),
+              "params": sum(p.numel() for p in model.parameters())}
     return save_policy(model, tokenizer, Path(out), {BUILD_MARKER: json.dumps(marker, indent=1)})
+
+
+def corpus_sources_digest() -> str:
+    """Digest of the source files of the corpus environments: their task generators decide the BPE's corpus,
+    so an edited generator (a new solution format) makes a cached build stale, as a changed spec does."""
+    import inspect
+
+    from environments.registry import load
+
+    h = hashlib.sha256()
+    for name in CORPUS_ENVS:
+        package = Path(inspect.getfile(load(name))).parent
+        for f in sorted(package.rglob("*.py")):
+            h.update(f.relative_to(package).as_posix().encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def is_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> bool:
@@ -179,9 +195,10 @@ def is_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolic
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("digest") == spec.digest()
+        built = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    return built.get("digest") == spec.digest() and built.get("corpus_sources") == corpus_sources_digest()
 
 
 def ensure_built(path: Path = TINY_POLICY_INIT_DIR, spec: TinyPolicySpec = TinyPolicySpec()) -> Path:

@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 from curricula.split import is_heldout
 from rl.model import TINY_POLICY_DIR, TINY_POLICY_INIT_DIR, save_policy
 from rl.section import Section
+from rl.tiny_policy import BUILD_MARKER
 
 MARKER = "polyrl_warm_start.json"
 
@@ -238,15 +239,19 @@ def _mtp_heads(model, init_dir: Path, cfg: WarmStartConfig):
 
 def _save_atomically(model, tokenizer, out: Path, info: dict) -> None:
     """The policy plus this warm start's marker and the build marker of the policy it started from."""
-    files = {extra.name: extra.read_text() for extra in Path(info["init"]).glob("polyrl_build.json")}
+    files = {extra.name: extra.read_text() for extra in Path(info["init"]).glob(BUILD_MARKER)}
     files[MARKER] = json.dumps(info, indent=1)
     save_policy(model, tokenizer, out, files)
 
 
-def is_current(out: Path, cfg: WarmStartConfig) -> bool:
+def is_current(out: Path, cfg: WarmStartConfig, init: Path | None = None) -> bool:
+    """The policy at `out` was trained with `cfg` (and, given `init`, from the build now at `init`: a rebuilt
+    tiny policy, e.g. a new tokenizer after a generator edit, makes the warm start stale too)."""
     marker = Path(out) / MARKER
     try:
-        return json.loads(marker.read_text())["digest"] == cfg.digest()
+        if json.loads(marker.read_text())["digest"] != cfg.digest():
+            return False
+        return init is None or (Path(out) / BUILD_MARKER).read_text() == (Path(init) / BUILD_MARKER).read_text()
     except (OSError, KeyError, json.JSONDecodeError):
         return False
 
@@ -266,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     overrides = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("batch_size", args.batch_size)) if v}
     cfg = WarmStartConfig(seed=args.seed, **overrides)
-    if not args.force and is_current(args.out, cfg):
+    ensure_built(args.init)
+    if not args.force and is_current(args.out, cfg, args.init):
         print(f"warm-started tiny policy already at {args.out} (config {cfg.digest()})")
         return 0
-    ensure_built(args.init)
     info = train(args.init, args.out, cfg, save_every=args.save_every)
     print(
         f"warm start done in {info['seconds']}s ({info['tokens_per_second']:,} tok/s): loss {info['first_loss']:.3f} -> "

@@ -104,3 +104,12 @@ def test_transformers_and_vllm_agree(llm, tiny_policy_dir):
     assert report["tokens_compared"] >= 20 * 4 * 32
     assert report["logprob_abs_diff_max"] <= LOGPROB_TOLERANCE, report
     assert parity_ok(report)
+
+
+def test_an_edited_task_generator_makes_the_build_stale(tmp_path, monkeypatch):
+    import rl.tiny_policy as tp
+
+    out = build(tmp_path / "p", TinyPolicySpec())
+    assert is_built(out)
+    monkeypatch.setattr(tp, "corpus_sources_digest", lambda: "edited")  # what an edited generator file gives
+    assert not tp.is_built(out)

@@ -80,3 +80,19 @@ def test_prompt_loss_weight_is_per_environment(tokenizer):
     assert set(weights.unique().tolist()) <= {0.0, 0.5, 1.0} and 1.0 in weights.unique().tolist()
     with pytest.raises(ValueError, match='"default" entry'):
         WarmStartConfig(prompt_loss_weight={"math": 0.0})
+
+
+def test_a_rebuilt_initial_policy_makes_the_warm_start_stale(tiny_policy_dir, tmp_path):
+    import shutil
+
+    from rl.tiny_policy import BUILD_MARKER
+
+    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, env_options=SMALL)
+    init = tmp_path / "init"
+    shutil.copytree(tiny_policy_dir, init)
+    train(init, tmp_path / "warm", cfg, log=lambda *_: None)
+    assert is_current(tmp_path / "warm", cfg, init)
+    marker = json.loads((init / BUILD_MARKER).read_text())
+    (init / BUILD_MARKER).write_text(json.dumps({**marker, "corpus_sources": "another-generator"}))
+    assert not is_current(tmp_path / "warm", cfg, init)
+    assert is_current(tmp_path / "warm", cfg)  # the config alone still matches
