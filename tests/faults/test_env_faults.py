@@ -30,6 +30,9 @@ def _echo_server():
 
 
 def test_server_killed_before_verification_and_restarted_loses_nothing(ray_session, tmp_path, tiny_policy_dir):
+    # The outage must outlast the client's own retries, or they bridge it and the grace-period path (outages,
+    # verify_waits) is never taken: the default 3 retries back off 0.25+0.5+1.0 s, jittered up to 1.5x, which is
+    # 2.6 s and raced the 2 s restart (one red CI). With retries=1 they are spent within 0.375 s.
     server = _echo_server()
     restarted = []
 
@@ -44,7 +47,7 @@ def test_server_killed_before_verification_and_restarted_loses_nothing(ray_sessi
 
     try:
         c = cfg(tmp_path, tiny_policy_dir, f"envs.echo.url={server.url}", "run.checkpoint_every=0",
-                "eval.tasks_per_env=0", "envs.echo.grace_s=60", steps=3)
+                "eval.tasks_per_env=0", "envs.echo.grace_s=60", "envs.echo.retries=1", steps=3)
         faults = FaultPlan(before_verify={1: kill_then_restart_later})
         summary = run(c, faults=faults)
         assert restarted, "the server came back"
