@@ -9,6 +9,12 @@ example instances): short keys, short values, the schema as compact JSON, and ha
 - hard:   3-4 keys, at least two of: nested object, string format (date, email, ipv4), $ref into $defs,
           array with minItems, string pattern.
 
+The reference is the task's minimal instance, a rule the policy can learn rather than a random draw: the required
+keys only, in the order of "required", an integer range's minimum and an enum's first option (other values are
+drawn; any value of their type is valid). For SFT a random valid value is noise that cannot be predicted from the
+prompt, as a math prompt's operands are: at temperature 1 the tiny policy sampled two-digit integers out of the
+range and keys that were not in the schema.
+
 Task (difficulty, index) draws from its own RNG seeded by (seed, difficulty, index), so a task id names the
 same task whatever num_tasks is, in every process.
 """
@@ -55,13 +61,13 @@ def _simple(rng: random.Random) -> Field:
 
 def _enum(rng: random.Random) -> Field:
     options = rng.sample(WORDS, rng.randint(2, 3))
-    return {"enum": options}, rng.choice(options)
+    return {"enum": options}, options[0]
 
 
 def _range(rng: random.Random) -> Field:
     low = rng.randint(0, 50)
     high = low + rng.randint(1, 50)
-    return {"type": "integer", "minimum": low, "maximum": high}, rng.randint(low, high)
+    return {"type": "integer", "minimum": low, "maximum": high}, low
 
 
 def _array(rng: random.Random) -> Field:
@@ -161,7 +167,7 @@ def _draw(rng: random.Random, difficulty: str) -> tuple[dict, dict]:
     schema["required"] = required
     if defs:
         schema["$defs"] = defs
-    return schema, example
+    return schema, {k: example[k] for k in required}
 
 
 def generate(seed: int, difficulty: str, index: int) -> tuple[dict, str]:
@@ -170,7 +176,7 @@ def generate(seed: int, difficulty: str, index: int) -> tuple[dict, str]:
     >>> schema, example = generate(0, "easy", 0)
     >>> generate(0, "easy", 0) == (schema, example)
     True
-    >>> sorted(schema["properties"]) == sorted(__import__("json").loads(example))
+    >>> list(__import__("json").loads(example)) == schema["required"]
     True
     """
     if difficulty not in PROMPT_LIMITS:

@@ -188,10 +188,16 @@ def _medium_word(r: random.Random) -> Generated:
 
 
 def _medium_percent(r: random.Random) -> Generated:
+    """p% of base as the fraction n/d: `75% is 3/4, 36/4=9, 9*3=27`. base is a multiple of d, so the division is
+    one fact (quotients 1-20); the one-line `36*75/100=27` asked the tiny policy for a product it cannot do in one
+    step."""
     p = r.choice((10, 20, 25, 50, 75))
-    base = r.randint(1, 20) * (100 // math.gcd(p, 100))  # p% of base is a whole number
-    value = base * p // 100
-    return Generated(f"What is {p}% of {base}?", f"{base}*{p}/100={value}.", str(value))
+    g = math.gcd(p, 100)
+    n, d = p // g, 100 // g
+    k = r.randint(1, 20)
+    base = k * d  # p% of base is a whole number
+    steps = f"{p}% is {n}/{d}, {base}/{d}={k}" + (f", {mul_steps(k, n)}" if n != 1 else "")
+    return Generated(f"What is {p}% of {base}?", f"{steps}.", str(k * n))
 
 
 # ------------------------------------------------------------------------------------------------ hard
