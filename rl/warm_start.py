@@ -41,9 +41,9 @@ class WarmStartConfig(Section):
     task whose prompt equals a held-out prompt of the default set. The RL task set alone (~900 tasks per level)
     taught the tiny policy its training tasks by heart, not arithmetic."""
     steps: int = Field(3900, ge=1)
-    """Optimizer steps: 3,900 took ~275 s on the quiet 2-core machine (the issue's budget is 5 minutes). Held-out
-    pass rates (README "Warm start"; temperature 1): math easy 66%, JSON easy 98%, math medium 11%, JSON medium
-    11%."""
+    """Optimizer steps: 3,900 took 275-288 s on the quiet 2-core machine (the issue's budget is 5 minutes).
+    Held-out pass rates (README "Warm start"; temperature 1): math easy 62%, JSON easy 97%, math medium 30%, JSON
+    medium 10%."""
     batch_size: int = Field(16, ge=1)
     """Sequences per step."""
     lr: float = Field(2e-3, gt=0)

@@ -2,14 +2,16 @@ r"""Deterministic arithmetic tasks sized for the tiny policy (everything fits 51
 
 Every task is a function of (seed, difficulty, index) alone, so task "easy-000123" is the same whatever
 `num_tasks` is, in the server and in each verify worker. Prompts stay under 120 characters and worked
-solutions under 100, all in one format a 7M-parameter model can pick up in minutes of SFT:
+solutions under 120, all in one format a 2M-parameter model can pick up in minutes of SFT:
 
     prompt     "Compute 37+48. Put the final answer in \boxed{}."
-    solution   "7+8=15, 3+4+1=8, so 37+48=85. \boxed{85}"
+    solution   "37+48: 7+8=15, 3+4+1=8, so 37+48=85. \boxed{85}"
 
 Additions, subtractions and multiplications are worked column by column, least significant digit first
 (add_steps, sub_steps, mul_steps), so every step is a one-digit fact plus a carry: the tiny policy cannot
-produce a 3-digit sum in one token-by-token guess, but it can learn the 200 one-digit facts.
+produce a 3-digit sum in one token-by-token guess, but it can learn the 200 one-digit facts. Each working
+starts by restating its operands (`37+48:`): the columns then read digits a few tokens back instead of from
+the prompt or an earlier step, where the tiny policy mis-copied them (held-out math medium 11% -> 30%).
 
 easy    one operation on small operands: 7+5, 12-5, 9*3, 27/3
 medium  two or three operations, larger operands, one-step word problems, percentages
@@ -46,7 +48,7 @@ def add_steps(a: int, b: int) -> str:
     """a+b (a, b >= 0) worked column by column from the units; one column needs no working.
 
     >>> add_steps(37, 48), add_steps(7, 5), add_steps(95, 7)
-    ('7+8=15, 3+4+1=8, so 37+48=85', '7+5=12', '5+7=12, 9+0+1=10, so 95+7=102')
+    ('37+48: 7+8=15, 3+4+1=8, so 37+48=85', '7+5=12', '95+7: 5+7=12, 9+0+1=10, so 95+7=102')
     """
     da, db = str(a)[::-1], str(b)[::-1]
     if len(da) == len(db) == 1:
@@ -57,14 +59,14 @@ def add_steps(a: int, b: int) -> str:
         total = x + y + carry
         steps.append(f"{x}+{y}{'+1' if carry else ''}={total}")
         carry = total // 10
-    return ", ".join(steps) + f", so {a}+{b}={a + b}"
+    return f"{a}+{b}: " + ", ".join(steps) + f", so {a}+{b}={a + b}"
 
 
 def sub_steps(a: int, b: int) -> str:
     """a-b (a >= b >= 0) worked column by column from the units, borrowing ten where a column falls short.
 
     >>> sub_steps(52, 17), sub_steps(9, 4), sub_steps(403, 58)
-    ('12-7=5, 5-1-1=3, so 52-17=35', '9-4=5', '13-8=5, 10-5-1=4, 4-0-1=3, so 403-58=345')
+    ('52-17: 12-7=5, 5-1-1=3, so 52-17=35', '9-4=5', '403-58: 13-8=5, 10-5-1=4, 4-0-1=3, so 403-58=345')
     """
     if not a >= b >= 0:
         raise ValueError(f"sub_steps needs a >= b >= 0, got {a}-{b}")
@@ -79,16 +81,16 @@ def sub_steps(a: int, b: int) -> str:
         top = x + 10 if x - borrow < y else x
         steps.append(f"{top}-{y}{'-1' if borrow else ''}={top - y - borrow}")
         borrow = 1 if top > x else 0
-    return ", ".join(steps) + f", so {a}-{b}={a - b}"
+    return f"{a}-{b}: " + ", ".join(steps) + f", so {a}-{b}={a - b}"
 
 
 def mul_steps(a: int, b: int) -> str:
     """a*b (a >= 0, 0 <= b <= 19) worked digit by digit of a; a factor 11..19 is split as a*10 + a*(b-10).
 
     >>> mul_steps(47, 3), mul_steps(6, 8), mul_steps(3, 12)
-    ('7*3=21, 4*3+2=14, so 47*3=141', '6*8=48', '2*3=6, 1*3=3, so 12*3=36')
+    ('47*3: 7*3=21, 4*3+2=14, so 47*3=141', '6*8=48', '12*3: 2*3=6, 1*3=3, so 12*3=36')
     >>> mul_steps(23, 14)
-    '3*4=12, 2*4+1=9, so 23*4=92, 230+92=322, so 23*14=322'
+    '23*4: 3*4=12, 2*4+1=9, so 23*4=92, 230+92=322, so 23*14=322'
     """
     if not (a >= 0 and 0 <= b <= 19):
         raise ValueError(f"mul_steps needs a >= 0 and 0 <= b <= 19, got {a}*{b}")
@@ -106,7 +108,7 @@ def mul_steps(a: int, b: int) -> str:
         total = int(d) * b + carry
         steps.append(f"{d}*{b}{f'+{carry}' if carry else ''}={total}")
         carry = total // 10
-    return ", ".join(steps) + f", so {a}*{b}={a * b}"
+    return f"{a}*{b}: " + ", ".join(steps) + f", so {a}*{b}={a * b}"
 
 
 def _frac(x: Fraction) -> str:

@@ -72,7 +72,7 @@ def test_copying_the_question_does_not_score(env_and_records):
 
 
 def test_sizes_fit_the_tiny_policy(env_and_records, tiny_policy_dir):
-    """ASCII, prompts under 120 characters, worked solutions under 110 characters and 100 tiny-policy tokens
+    """ASCII, prompts under 120 characters, worked solutions under 120 characters and 110 tiny-policy tokens
     (configs/tiny-cpu.yaml gives rollouts 128 new tokens)."""
     from transformers import AutoTokenizer
 
@@ -80,8 +80,8 @@ def test_sizes_fit_the_tiny_policy(env_and_records, tiny_policy_dir):
     env, records = env_and_records
     for r in records:
         prompt, response = r.task.prompt[0].content, env.reference_response(r)
-        assert len(prompt) < 120 and len(response) < 110, (prompt, response)
-        assert len(tok(response, add_special_tokens=False)["input_ids"]) < 100, response
+        assert len(prompt) < 120 and len(response) < 120, (prompt, response)
+        assert len(tok(response, add_special_tokens=False)["input_ids"]) < 110, response
         assert (prompt + response).isascii()
         assert prompt.endswith("Put the final answer in \\boxed{}.")
 
@@ -274,7 +274,7 @@ def test_every_worked_step_is_a_true_equation(env_and_records):
     checked = 0
     for r in records:
         response = env.reference_response(r)
-        for part in re.split(r", so |, |\. ", response):
+        for part in re.split(r", so |, |\. |: ", response):  # "37+48: 7+8=15, ..." restates, then works
             part = part.removesuffix(".")
             if not _STEP.match(part):
                 continue  # x=..., fractions a/b=c/d, the final \boxed{}: their own formats
