@@ -45,6 +45,11 @@ class Generated(NamedTuple):
         return f"{self.solution} \\boxed{{{self.answer}}}"
 
 
+def _worked(a: int, op: str, b: int, steps: list[str], value: int) -> str:
+    """The one format of a column working: operands restated, the column steps, the result."""
+    return f"{a}{op}{b}: " + ", ".join(steps) + f", so {a}{op}{b}={value}"
+
+
 def add_steps(a: int, b: int) -> str:
     """a+b (a, b >= 0) worked column by column from the units; one column needs no working.
 
@@ -60,7 +65,7 @@ def add_steps(a: int, b: int) -> str:
         total = x + y + carry
         steps.append(f"{x}+{y}{'+1' if carry else ''}={total}")
         carry = total // 10
-    return f"{a}+{b}: " + ", ".join(steps) + f", so {a}+{b}={a + b}"
+    return _worked(a, "+", b, steps, a + b)
 
 
 def sub_steps(a: int, b: int) -> str:
@@ -82,7 +87,7 @@ def sub_steps(a: int, b: int) -> str:
         top = x + 10 if x - borrow < y else x
         steps.append(f"{top}-{y}{'-1' if borrow else ''}={top - y - borrow}")
         borrow = 1 if top > x else 0
-    return f"{a}-{b}: " + ", ".join(steps) + f", so {a}-{b}={a - b}"
+    return _worked(a, "-", b, steps, a - b)
 
 
 def mul_steps(a: int, b: int) -> str:
@@ -109,7 +114,7 @@ def mul_steps(a: int, b: int) -> str:
         total = int(d) * b + carry
         steps.append(f"{d}*{b}{f'+{carry}' if carry else ''}={total}")
         carry = total // 10
-    return f"{a}*{b}: " + ", ".join(steps) + f", so {a}*{b}={a * b}"
+    return _worked(a, "*", b, steps, a * b)
 
 
 def _frac(x: Fraction) -> str:
