@@ -34,7 +34,8 @@ def parse_config(argv: list[str] | None) -> tuple[PolyrlConfig, argparse.Namespa
 
 
 def _check_policy(cfg: PolyrlConfig) -> dict:
-    """The policy directory must hold an HF config and tokenizer; nothing is downloaded at run time."""
+    """The policy directory must hold an HF config and tokenizer; nothing is downloaded at run time. For the tiny
+    policy, "stale" says why the cache is not what make demo would build now (main prints it as a warning)."""
     path = cfg.model.resolved_path()
     if not (path / "config.json").is_file():
         hint = "make demo builds it (python -m rl.tiny_policy --build && python -m rl.warm_start)" if cfg.model.path == "tiny" else (
@@ -42,7 +43,13 @@ def _check_policy(cfg: PolyrlConfig) -> dict:
         )
         raise ConfigError(f"model.path={cfg.model.path!r}: no config.json in {path}; {hint}")
     hf_config = json.loads((path / "config.json").read_text())
-    return {"path": str(path), "architecture": (hf_config.get("architectures") or ["?"])[0]}
+    info = {"path": str(path), "architecture": (hf_config.get("architectures") or ["?"])[0]}
+    if cfg.model.path == "tiny":
+        from rl.warm_start import staleness
+
+        if reason := staleness():
+            info["stale"] = reason
+    return info
 
 
 # ----------------------------------------------------------------------------------------------- setup
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"policy: {policy['architecture']} at {policy['path']}", flush=True)
+    if "stale" in policy:
+        print(f"WARNING: stale policy: {policy['stale']}", file=sys.stderr, flush=True)
     from ray.exceptions import RayActorError
 
     from environments.client import EnvDown

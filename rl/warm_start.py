@@ -256,6 +256,26 @@ def is_current(out: Path, cfg: WarmStartConfig, init: Path | None = None) -> boo
         return False
 
 
+def staleness(out: Path = TINY_POLICY_DIR, init: Path = TINY_POLICY_INIT_DIR,
+              cfg: WarmStartConfig | None = None) -> str | None:
+    """Why the warm-started policy at `out` is not what `make demo` would build now, or None when it is.
+
+    rl/train.py reads `.cache/tiny-policy` as it is; after an edit to a task generator (its sources feed the
+    tiny policy's build digest) or to WarmStartConfig, a run would otherwise train and evaluate the old policy
+    without a word (session 9 measured a whole RL sweep on one)."""
+    from rl.tiny_policy import is_built
+
+    cfg = cfg or WarmStartConfig()
+    fix = "rebuild with `python -m rl.tiny_policy --build && python -m rl.warm_start` (make demo does both)"
+    if not is_built(init):
+        return (f"the tiny policy's build at {init} is missing or predates the current spec or environment "
+                f"generator sources; {fix}")
+    if not is_current(out, cfg, init):
+        return (f"the warm start at {out} was not trained with the current WarmStartConfig ({cfg.digest()}) from "
+                f"the current build at {init}; {fix}")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     from rl.tiny_policy import ensure_built
 

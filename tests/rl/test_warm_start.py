@@ -96,3 +96,22 @@ def test_a_rebuilt_initial_policy_makes_the_warm_start_stale(tiny_policy_dir, tm
     (init / BUILD_MARKER).write_text(json.dumps({**marker, "corpus_sources": "another-generator"}))
     assert not is_current(tmp_path / "warm", cfg, init)
     assert is_current(tmp_path / "warm", cfg)  # the config alone still matches
+
+
+def test_staleness_names_an_edited_generator_or_config(tiny_policy_dir, tmp_path, monkeypatch):
+    """What rl/train.py warns about: the cached policy is not what `make demo` would build now."""
+    import shutil
+
+    import rl.tiny_policy as tp
+    from rl.warm_start import staleness
+
+    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, env_options=SMALL)
+    init = tmp_path / "init"
+    shutil.copytree(tiny_policy_dir, init)
+    train(init, tmp_path / "warm", cfg, log=lambda *_: None)
+    assert staleness(tmp_path / "warm", init, cfg) is None
+    assert "WarmStartConfig" in staleness(tmp_path / "warm", init, cfg.model_copy(update={"steps": 3}))
+    assert "was not trained" in staleness(tmp_path / "nowhere", init, cfg)
+    monkeypatch.setattr(tp, "corpus_sources_digest", lambda: "edited")  # what an edited generator file gives
+    reason = staleness(tmp_path / "warm", init, cfg)
+    assert "generator sources" in reason and "python -m rl.warm_start" in reason, reason
