@@ -50,8 +50,9 @@ class LearnerConfig(Section):
     exactly 1 and lets the learner skip the separate old-logprob pass."""
     length_bucketing: bool = True
     """Sort the step's samples by length before cutting micro-batches, so each is trimmed to less right padding
-    (~25% fewer positions for 8 x 8 math/JSON batches; same loss up to float rounding). False keeps the
-    orchestrator's order."""
+    (~25% fewer positions for 8 x 8 math/JSON batches; same loss up to float rounding). With mini_batches > 1
+    the sort is within each optimizer step's share, so no step gets only the long (or short) samples. Off while
+    share_prompts is on (groups stay together). False keeps the orchestrator's (shuffled) order."""
     reuse_forward: bool = True
     """With mini_batches 1, take logp_old from the training forward itself (it equals the no-grad pass bitwise:
     same weights, same kernels) instead of a separate no-grad pass: one forward fewer per micro-batch (~25% of
@@ -426,10 +427,15 @@ class Learner:
             self._check_shared_prompts(_slice(batch, 0, mbs))
         sharing = cfg.share_prompts and self._prefix_ok and "prompt_len" in batch
         # with shared prompts the groups stay together (sorting by length would scatter them over micro-batches)
-        if cfg.length_bucketing and n > 1 and not sharing:
-            order = torch.argsort(batch["attention"].sum(1), descending=True, stable=True)  # [B]
-            batch = {k: v[order] for k, v in batch.items()}
         mini = max(1, min(cfg.mini_batches, num_micro))
+        per_mini = -(-num_micro // mini)
+        if cfg.length_bucketing and n > 1 and not sharing:
+            # sorted within each optimizer step's share of the (shuffled) batch, not across the whole batch:
+            # a global sort would give one mini-batch all the long samples and another all the short ones
+            lengths, span = batch["attention"].sum(1), per_mini * mbs
+            order = torch.cat([lo + torch.argsort(lengths[lo : lo + span], descending=True, stable=True)
+                               for lo in range(0, n, span)])  # [B]
+            batch = {k: v[order] for k, v in batch.items()}
         # With one optimizer step per batch the training forward runs under the same weights as the no-grad
         # pass would, so its logprobs are logp_old; keep its graph for the backward (reuse_forward).
         reuse = cfg.reuse_forward and mini == 1
@@ -458,7 +464,6 @@ class Learner:
         total_valid, total_mtp = int(total[0].item()), float(total[1].item())
         sums: dict[str, float] = {}
         weight_total = 0.0
-        per_mini = -(-num_micro // mini)
         for m in range(mini):
             for j in range(m * per_mini, min(num_micro, (m + 1) * per_mini)):
                 lo = j * mbs

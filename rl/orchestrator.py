@@ -255,6 +255,14 @@ class Orchestrator:
 
     # ------------------------------------------------------------------------------------------ learner
     def build_shards(self, groups: list[ScoredGroup]) -> tuple[list[dict], int]:
+        """The step's samples cut into one shard per learner rank, groups kept whole (prompt sharing).
+
+        The groups arrive in environment order (all of math, then all of JSON); they are shuffled, seeded by
+        run seed and step, so that each rank's shard and each of `learner.mini_batches` optimizer steps sees
+        a mix of environments and lengths. Cut in arrival order, mini-batch 1 was math only and mini-batch 2
+        JSON only: two optimizer steps that pull the shared weights towards one task each."""
+        groups = list(groups)
+        random.Random(f"{self.cfg.run.seed}/shards/{self.step}").shuffle(groups)
         samples, advantages = [], []
         for g in groups:
             adv = grpo_advantages(torch.tensor(g.rewards), normalize_std=self.cfg.loss.normalize_std,

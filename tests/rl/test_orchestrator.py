@@ -54,6 +54,27 @@ def test_learner_shards_have_equal_micro_batch_counts(tmp_path):
     assert [len(s["advantages"]) for s in shards] == [5, 4]
 
 
+def test_learner_batch_mixes_environments_and_keeps_groups_whole(tmp_path):
+    """Groups arrive env by env; cut as they came, mini-batch 1 of learner.mini_batches=2 would be all one env."""
+    orch = _orch(tmp_path, "learner.micro_batch_size=2")
+    orch.roles.learners = [SimpleNamespace()]
+    groups = []
+    for env_token, env in ((2, "a"), (3, "b")):
+        for i in range(8):
+            g = _group(f"{env}{i}", 0, [1, 0])
+            groups.append(g.model_copy(update={"samples": tuple(s.model_copy(update={"response_ids": (env_token,)})
+                                                                for s in g.samples)}))
+    (shard,), n = orch.build_shards(groups)
+    tokens = shard["input_ids"][:, 1].tolist()  # prompt (1,) then the one response token
+    assert n == 32 and sorted(tokens) == [2] * 16 + [3] * 16
+    assert tokens[0::2] == tokens[1::2]  # a group's samples stay next to each other (shared prompt)
+    assert {2, 3} <= set(tokens[:16]) and {2, 3} <= set(tokens[16:])  # both halves mix the environments
+    again, _ = orch.build_shards(groups)
+    assert again[0]["input_ids"].tolist() == shard["input_ids"].tolist()  # seeded by run seed and step
+    orch.step = 1
+    assert orch.build_shards(groups)[0][0]["input_ids"][:, 1].tolist() != tokens
+
+
 def test_split_prompts_follows_weights():
     assert split_prompts(16, {"a": 1, "b": 1}) == {"a": 8, "b": 8}
     assert split_prompts(10, {"a": 3, "b": 1}) == {"a": 8, "b": 2}
