@@ -259,6 +259,12 @@ class Learner:
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,
         }
+        # loss.kl_coef > 0: a frozen, unsharded copy of the starting policy (model.path, also after --resume)
+        # scores every micro-batch once more under no_grad; kl_coef 0 loads nothing
+        self.ref_model = None
+        if self.loss_cfg.kl_coef > 0:
+            self.ref_model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
+            self.ref_model.requires_grad_(False).eval().to(self.device)
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)
         # cleared for good if the model's cache cannot share a prompt (see share_prompts); the MTP heads need the
@@ -296,6 +302,13 @@ class Learner:
         with torch.no_grad():
             entropy = token_entropy(logits.detach()) if grad else None  # [B, L-1]
         return logp, entropy
+
+    def _ref_logprobs(self, mb: dict) -> torch.Tensor:
+        """log pi_ref of the targets [B, L-1] under the frozen starting policy (loss.kl_coef)."""
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
+            logits = self.ref_model(input_ids=mb["input_ids"].to(self.device),
+                                    attention_mask=mb["attention"].to(self.device)).logits[:, :-1]  # [B, L-1, V]
+        return token_logprobs(logits, mb["targets"].to(self.device)).float().cpu()  # [B, L-1]
 
     def _shared_prompt_logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """_full_logprobs with each distinct prompt run once (share_prompts); None when no prompt repeats.
@@ -442,6 +455,7 @@ class Learner:
         kept: dict[int, tuple[dict, torch.Tensor, torch.Tensor | None]] = {}
         # logp_old: the learner's logprobs before the update (masked IS compares them with vLLM's)
         logp_old = torch.zeros_like(batch["logp_rollout"])  # [B, L-1]
+        logp_ref = torch.zeros_like(batch["logp_rollout"]) if self.ref_model is not None else None  # [B, L-1]
         for i in range(0, n, mbs):
             mb = _slice(batch, i, i + mbs)
             # the batch's expert loads, counted once, under the weights the step starts from
@@ -453,6 +467,9 @@ class Learner:
             if reuse:
                 kept[i] = (mb, lp, entropy, self._hidden)
             logp_old[i : i + mbs, : lp.shape[1]] = lp.detach().float().cpu()
+            if logp_ref is not None:
+                ref = self._ref_logprobs(mb)  # [b, w-1]
+                logp_ref[i : i + mbs, : ref.shape[1]] = ref
         local_valid = count_valid_tokens(logp_old, batch["logp_rollout"], batch["mask"], self.loss_cfg,
                                          finished_by_length=batch["finished_by_length"]) if n else 0
         # MTP depth 1 at position i predicts t_{i+2} where mask[i+1]: the targets of mask[:, 1:] (every response
@@ -480,6 +497,7 @@ class Learner:
                         mb["advantages"].to(self.device), mb["mask"].to(self.device), self.loss_cfg,
                         finished_by_length=mb["finished_by_length"].to(self.device), total_valid_tokens=total_valid,
                         entropy=entropy,
+                        logp_ref=None if logp_ref is None else logp_ref[lo : lo + mbs, :width].to(self.device),
                     )
                     if self.mtp is not None and total_mtp > 0:
                         loss = loss + self._mtp_loss(mb, hidden, total_mtp, metrics)

@@ -28,7 +28,8 @@ class LossConfig(Section):
     is_high: float = Field(5.0, gt=1)
     """Upper bound on w for masking and truncation."""
     kl_coef: float = Field(0.0, ge=0)
-    """KL penalty to a frozen reference policy; 0 (default) runs no reference model."""
+    """KL penalty (k3) to a frozen reference policy, the run's starting model.path; the learner then holds an
+    unsharded copy of it and runs one more no-grad forward per micro-batch. 0 (default) loads no reference."""
     overlong_filter: bool = True
     """Samples cut by the length limit get no loss (DAPO overlong filtering, Nano report 3.2.5)."""
     drop_zero_signal: bool = False
