@@ -47,6 +47,9 @@ def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, seed: int = 0) -> 
         enforce_eager=rollout.enforce_eager,
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         seed=seed,
+        # the logprobs of the distribution tokens are drawn from (after temperature, top-k, top-p): the behaviour
+        # policy that importance sampling corrects for; identical to the raw ones at temperature 1 without truncation
+        logprobs_mode="processed_logprobs",
     )
     spec = rollout.speculative
     if spec.method == "ngram":

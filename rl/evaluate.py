@@ -15,7 +15,10 @@ class EvalConfig(Section):
     tasks_per_env: int = Field(64, ge=0)
     """Held-out tasks per environment (0 disables evaluation)."""
     samples: int = Field(4, ge=1)
-    """Samples per task at the rollout temperature; pass rate = mean reward over them."""
+    """Samples per task; pass rate = mean reward over them."""
+    temperature: float | None = Field(1.0, gt=0)
+    """Sampling temperature of the held-out evaluation: 1.0 (the policy itself, the README's figures) whatever
+    rollout.temperature trains at; None samples at rollout.temperature."""
 
 
 def pass_rate(rewards: list[float]) -> float:

@@ -173,9 +173,12 @@ class Learner:
     """One DeepSpeed rank. Rank 0 also exports weights for the rollout workers and writes HF checkpoints."""
 
     def __init__(self, rank: int, world_size: int, model_cfg: ModelConfig, cfg: LearnerConfig, loss_cfg: LossConfig,
-                 seed: int):
+                 seed: int, temperature: float = 1.0):
         self.rank, self.world_size, self.cfg, self.loss_cfg = rank, world_size, cfg, loss_cfg
         self.model_cfg, self.seed = model_cfg, seed
+        # rollout.temperature: the policy trained and importance-weighted is the tempered one vLLM samples from,
+        # softmax(logits / temperature), for logp_old, logp_new, the reference and the entropy alike
+        self.temperature = temperature
         from rl.engine import HeapTrimmer
 
         # A step's activations are ~1 GB of short-lived tensors of varying shapes: the 20-minute soak saw the
@@ -297,7 +300,7 @@ class Learner:
         ):
             logits = self.engine(input_ids=mb["input_ids"].to(self.device),
                                  attention_mask=mb["attention"].to(self.device)).logits  # [B, L, V]
-        logits = logits[:, :-1]  # [B, L-1, V]: position t predicts token t+1
+        logits = logits[:, :-1] / self.temperature  # [B, L-1, V]: position t predicts token t+1
         logp = token_logprobs(logits, mb["targets"].to(self.device))  # [B, L-1]
         with torch.no_grad():
             entropy = token_entropy(logits.detach()) if grad else None  # [B, L-1]
@@ -308,7 +311,7 @@ class Learner:
         with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
             logits = self.ref_model(input_ids=mb["input_ids"].to(self.device),
                                     attention_mask=mb["attention"].to(self.device)).logits[:, :-1]  # [B, L-1, V]
-        return token_logprobs(logits, mb["targets"].to(self.device)).float().cpu()  # [B, L-1]
+        return token_logprobs(logits / self.temperature, mb["targets"].to(self.device)).float().cpu()  # [B, L-1]
 
     def _shared_prompt_logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """_full_logprobs with each distinct prompt run once (share_prompts); None when no prompt repeats.
@@ -363,7 +366,7 @@ class Learner:
                                    position_ids=(plen[:, None] + ar[None, :]).to(dev), past_key_values=cache,
                                    use_cache=True)
         first = out1.logits[rows_t.to(dev), (plen - 1).to(dev)]  # [B, V] scores response token 0
-        logits = torch.cat([first[:, None], out2.logits[:, :-1]], dim=1)  # [B, R, V]: position k scores token k
+        logits = torch.cat([first[:, None], out2.logits[:, :-1]], dim=1) / self.temperature  # [B, R, V]: k scores token k
         logp_r = token_logprobs(logits, resp_ids.to(dev))  # [B, R]
         # back to collate's shifted coordinates: response token k of sample b sits at position p_b - 1 + k
         bi, ki = in_resp.nonzero(as_tuple=True)

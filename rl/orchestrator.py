@@ -170,7 +170,8 @@ class Orchestrator:
             worker = self.roles.rollout[wi]
             # the weights queued on this worker before this call: its answer must carry at least that version
             submitted_version = self._state_version
-            ref = worker.generate.remote(shard, n, self._seed(label, step, wi))
+            temperature = self.cfg.eval.temperature if label == "eval" else None  # None: rollout.temperature
+            ref = worker.generate.remote(shard, n, self._seed(label, step, wi), temperature)
             self.faults.after_generate_submitted(step, label, worker)
             try:
                 with self.watchdog.op(f"rollout worker {wi}: generate {len(shard)} prompts x {n} ({label}, step {step})"):

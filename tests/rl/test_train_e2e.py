@@ -71,10 +71,12 @@ def test_export_loads_in_vllm_and_differs_from_start(ray_session, tmp_path, tiny
     assert moved and not set(routers) & set(moved), "router frozen, everything else may move"
 
 
-def test_learning_rate_zero_keeps_importance_weights_at_one(ray_session, tmp_path, tiny_policy_dir):
+@pytest.mark.parametrize("temperature", [1.0, 1.7])
+def test_learning_rate_zero_keeps_importance_weights_at_one(ray_session, tmp_path, tiny_policy_dir, temperature):
     """On-policy sanity: with lr 0 the learner's logprobs equal vLLM's, also after weight syncs (step >= 2),
-    so w = exp(logp_old - logp_rollout) stays 1 within the parity tolerance (1e-4) and nothing is masked."""
-    cfg = _cfg(tmp_path, tiny_policy_dir, "learner.lr=0", "eval.tasks_per_env=0")
+    so w = exp(logp_old - logp_rollout) stays 1 within the parity tolerance (1e-4) and nothing is masked; at
+    rollout.temperature 1.7 too (both sides score the tempered policy)."""
+    cfg = _cfg(tmp_path, tiny_policy_dir, "learner.lr=0", "eval.tasks_per_env=0", f"rollout.temperature={temperature}")
     run(cfg)
     rows = [r for r in read_jsonl(cfg.run_dir / "metrics.jsonl") if "learner/pg_loss" in r]
     assert len(rows) == 3
