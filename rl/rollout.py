@@ -212,6 +212,12 @@ def _check_speculative(model_cfg: ModelConfig, cfg: RolloutConfig) -> None:
             "tokens from the wrong distribution at temperature > 0 (tests/rl/test_speculative.py measures it), "
             "which would bias RL silently. Use rollout.speculative.method=none on CPU (GPU vLLM not measured here), or "
             "set rollout.speculative.allow_biased_cpu_sampling=true for throughput benchmarks only.")
+    if cfg.speculative.method != "none" and (cfg.temperature != 1.0 or cfg.top_p < 1.0 or cfg.top_k > 0):
+        raise ValueError(
+            f"rollout.speculative.method={cfg.speculative.method} with temperature={cfg.temperature}, "
+            f"top_p={cfg.top_p}, top_k={cfg.top_k}: speculative engines report untempered, untruncated logprobs "
+            "(rl/engine.py), so importance sampling would correct against the wrong policy. Sample at temperature "
+            "1 without top-p/top-k, or set rollout.speculative.method=none.")
     if cfg.speculative.method != "mtp":
         return
     path = model_cfg.resolved_path()

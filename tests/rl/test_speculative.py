@@ -145,6 +145,10 @@ def test_cpu_refuses_biased_speculative_sampling(tiny_policy_dir):
     # the explicit override (benchmarks, the test above) passes
     _check_speculative(ModelConfig(path=str(tiny_policy_dir)),
                        RolloutConfig(speculative=SpeculativeConfig(method="ngram", allow_biased_cpu_sampling=True)))
+    # speculative engines report raw logprobs (rl/engine.py): a tempered or truncated sampler is refused
+    with pytest.raises(ValueError, match="temperature=1.5.*untempered"):
+        _check_speculative(ModelConfig(path=str(tiny_policy_dir)), RolloutConfig(
+            temperature=1.5, speculative=SpeculativeConfig(method="ngram", allow_biased_cpu_sampling=True)))
 
 
 def test_mtp_on_a_policy_without_mtp_heads_fails_clearly(tiny_policy_dir):
