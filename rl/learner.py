@@ -294,13 +294,18 @@ class Learner:
         with self.routing.counting(mb["attention"]) if self.routing and self._counting else _nullcontext():
             return self._full_logprobs(mb, grad)
 
-    def _full_logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _tempered_logits(self, model, mb: dict, grad: bool) -> torch.Tensor:
+        """Whole-sequence logits of `model` (the policy engine or the frozen reference) at the rollout temperature,
+        [B, L-1, V]: position t predicts token t+1."""
         with torch.set_grad_enabled(grad), torch.autocast(
             self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16
         ):
-            logits = self.engine(input_ids=mb["input_ids"].to(self.device),
-                                 attention_mask=mb["attention"].to(self.device)).logits  # [B, L, V]
-        logits = logits[:, :-1] / self.temperature  # [B, L-1, V]: position t predicts token t+1
+            logits = model(input_ids=mb["input_ids"].to(self.device),
+                           attention_mask=mb["attention"].to(self.device)).logits  # [B, L, V]
+        return logits[:, :-1] / self.temperature  # [B, L-1, V]
+
+    def _full_logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        logits = self._tempered_logits(self.engine, mb, grad)  # [B, L-1, V]
         logp = token_logprobs(logits, mb["targets"].to(self.device))  # [B, L-1]
         with torch.no_grad():
             entropy = token_entropy(logits.detach()) if grad else None  # [B, L-1]
@@ -308,10 +313,9 @@ class Learner:
 
     def _ref_logprobs(self, mb: dict) -> torch.Tensor:
         """log pi_ref of the targets [B, L-1] under the frozen starting policy (loss.kl_coef)."""
-        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.autocast_bf16):
-            logits = self.ref_model(input_ids=mb["input_ids"].to(self.device),
-                                    attention_mask=mb["attention"].to(self.device)).logits[:, :-1]  # [B, L-1, V]
-        return token_logprobs(logits / self.temperature, mb["targets"].to(self.device)).float().cpu()  # [B, L-1]
+        with torch.no_grad():
+            logits = self._tempered_logits(self.ref_model, mb, grad=False)  # [B, L-1, V]
+            return token_logprobs(logits, mb["targets"].to(self.device)).float().cpu()  # [B, L-1]
 
     def _shared_prompt_logprobs(self, mb: dict, grad: bool) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """_full_logprobs with each distinct prompt run once (share_prompts); None when no prompt repeats.

@@ -297,7 +297,7 @@ class RolloutWorker:
         stop = list(self.cfg.stop) + list((task.meta.get("stop") if task else None) or [])
         return SamplingParams(
             n=n,
-            temperature=self._temperature or self.cfg.temperature,
+            temperature=self.cfg.temperature if self._temperature is None else self._temperature,
             top_p=self.cfg.top_p,
             top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1,
             max_tokens=max_tokens or int((task.meta.get("max_new_tokens") if task else None) or self.cfg.max_new_tokens),
