@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-tasks", type=int, default=None, help="generated tasks per environment for SFT data")
     parser.add_argument("--prompt-loss-weight", type=json.loads, default=None,
                         help='JSON per environment, e.g. \'{"default": 0.5, "math": 0.0}\'')
+    parser.add_argument("--level-fraction", type=json.loads, default=None,
+                        help='JSON "env/level" -> fraction of examples kept, e.g. \'{"json_schema/easy": 0.3}\'')
     parser.add_argument("--envs", default=None, help="comma-separated SFT environments (default: WarmStartConfig's)")
     parser.add_argument("--init", type=Path, default=None, help="initial policy (default: the tiny policy's build)")
     parser.add_argument("--seed", type=int, default=0)
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     fields = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-              "prompt_loss_weight": args.prompt_loss_weight}
+              "prompt_loss_weight": args.prompt_loss_weight, "level_fraction": args.level_fraction}
     if args.envs:
         fields["envs"] = args.envs.split(",")
     cfg = WarmStartConfig(**{k: v for k, v in fields.items() if v is not None})

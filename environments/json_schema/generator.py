@@ -9,11 +9,12 @@ example instances): short keys, short values, the schema as compact JSON, and ha
 - hard:   3-4 keys, at least two of: nested object, string format (date, email, ipv4), $ref into $defs,
           array with minItems, string pattern.
 
-The reference is the task's minimal instance, a rule the policy can learn rather than a random draw: the required
-keys only, in the order of "required", an integer range's minimum and an enum's first option (other values are
-drawn; any value of their type is valid). For SFT a random valid value is noise that cannot be predicted from the
-prompt, as a math prompt's operands are: at temperature 1 the tiny policy sampled two-digit integers out of the
-range and keys that were not in the schema.
+The reference is the task's minimal instance (`minimal_instance`), a rule the policy can learn rather than a random
+draw: the required keys only, in the order of "required", each with its type's zero value (0, 0.0, "", false, [],
+an object's own minimal instance), an integer range's minimum and an enum's first option; only a string format or
+pattern keeps a drawn value that matches it. For SFT a random valid value is noise that cannot be predicted from
+the prompt, as a math prompt's operands are: at temperature 1 the tiny policy sampled two-digit integers out of
+the range, keys that were not in the schema and values of another key's type.
 
 Task (difficulty, index) draws from its own RNG seeded by (seed, difficulty, index), so a task id names the
 same task whatever num_tasks is, in every process.
@@ -123,6 +124,35 @@ def _min_items(rng: random.Random) -> Field:
             [_simple_value(rng, type_) for _ in range(n)])
 
 
+ZERO_VALUES: dict[str, Any] = {"integer": 0, "number": 0.0, "string": "", "boolean": False}
+
+
+def minimal_instance(schema: dict, drawn: Any, defs: dict[str, dict]) -> Any:
+    """The instance of a generated sub-schema that the reference writes: the first enum option, an integer range's
+    minimum, a type's zero value, `minItems` zero values of the item type, an object's required keys each with its
+    own minimal instance; a `format` or `pattern` string keeps `drawn` (a valid value the generator drew).
+
+    >>> minimal_instance({"type": "array", "items": {"type": "integer"}, "minItems": 2}, [5, 7], {})
+    [0, 0]
+    >>> minimal_instance({"type": "integer", "minimum": 23, "maximum": 40}, 31, {})
+    23
+    """
+    if "$ref" in schema:
+        return minimal_instance(defs[schema["$ref"].rsplit("/", 1)[1]], drawn, defs)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "format" in schema or "pattern" in schema:
+        return drawn
+    type_ = schema["type"]
+    if type_ == "integer":
+        return schema.get("minimum", 0)
+    if type_ == "array":
+        return [ZERO_VALUES[schema["items"]["type"]]] * schema.get("minItems", 0)
+    if type_ == "object":
+        return {k: minimal_instance(schema["properties"][k], drawn[k], defs) for k in schema["required"]}
+    return ZERO_VALUES[type_]
+
+
 _MEDIUM = (_enum, _range, _array)
 _HARD = (_nested, _format, "ref", _min_items, _pattern)
 
@@ -167,7 +197,10 @@ def _draw(rng: random.Random, difficulty: str) -> tuple[dict, dict]:
     schema["required"] = required
     if defs:
         schema["$defs"] = defs
-    return schema, {k: example[k] for k in required}
+    # The length limit applies to the drawn instance (never shorter than the minimal one), so the task set is the
+    # one from before references became minimal: held-out figures stay comparable across warm starts.
+    drawn = {k: example[k] for k in required}
+    return schema, drawn, {k: minimal_instance(schema["properties"][k], example[k], defs) for k in required}
 
 
 def generate(seed: int, difficulty: str, index: int) -> tuple[dict, str]:
@@ -184,10 +217,9 @@ def generate(seed: int, difficulty: str, index: int) -> tuple[dict, str]:
     # A string seed is hashed with SHA-512 by random.Random: stable across processes and Python versions.
     rng = random.Random(f"json_schema/{seed}/{difficulty}/{index}")
     for _ in range(_MAX_DRAWS):
-        schema, example = _draw(rng, difficulty)
-        example_json = compact(example)
+        schema, drawn, example = _draw(rng, difficulty)
         prompt_chars = len(PROMPT_PREFIX) + len(compact(schema))
-        if prompt_chars <= PROMPT_LIMITS[difficulty] and len(example_json) <= EXAMPLE_LIMIT:
-            return schema, example_json
+        if prompt_chars <= PROMPT_LIMITS[difficulty] and len(compact(drawn)) <= EXAMPLE_LIMIT:
+            return schema, compact(example)
     raise RuntimeError(f"json_schema generator: no {difficulty} schema within the length limits after "
                        f"{_MAX_DRAWS} draws (task {index}); raise PROMPT_LIMITS or shorten the vocabularies")

@@ -121,6 +121,27 @@ def test_difficulty_levels_have_their_features(generated):
     assert hard_features <= seen
 
 
+def test_references_are_minimal_instances(generated):
+    """Required keys only, in order, each with its type's zero value, a range's minimum, an enum's first option."""
+    env, recs = generated
+    zero = {"integer": 0, "number": 0.0, "string": "", "boolean": False}
+    for r in recs:
+        schema, example = r.reference.schema, json.loads(env.reference_response(r))
+        assert list(example) == schema["required"], r.task.task_id
+        for key, value in example.items():
+            sub = schema["properties"][key]
+            if "$ref" in sub or "format" in sub or "pattern" in sub or sub.get("type") == "object":
+                continue  # drawn strings and nested objects: covered by the references scoring 1.0
+            if "enum" in sub:
+                assert value == sub["enum"][0]
+            elif sub["type"] == "array":
+                assert value == [zero[sub["items"]["type"]]] * sub.get("minItems", 0)
+            elif "minimum" in sub:
+                assert value == sub["minimum"]
+            else:
+                assert value == zero[sub["type"]] and type(value) is type(zero[sub["type"]]), (r.task.task_id, key)
+
+
 def _perturbations(r) -> list[tuple[str, str]]:
     """(name, response) pairs that must score 0: each required key dropped, or given a wrong-typed value."""
     example = r.reference.example
