@@ -99,14 +99,14 @@ class WarmStartConfig(Section):
 def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[int], int, float]], dict]:
     """(token ids, number of prompt tokens, prompt loss weight) per reference solution, and counts per
     environment."""
-    from environments.registry import load
+    from environments.registry import PluginError, load
 
     examples, stats = [], {}
     for key in cfg.level_fraction:  # a typo would silently keep every example; an untrained level is unused
         env_name, level = key.split("/")
         try:
             levels = load(env_name).difficulties
-        except Exception as err:
+        except PluginError as err:
             raise ValueError(f"warm start: level_fraction names {key!r}: {err}") from None
         if level not in levels:
             raise ValueError(f"warm start: level_fraction names {key!r}: {env_name} has levels {list(levels)}")

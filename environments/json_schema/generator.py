@@ -157,7 +157,8 @@ _MEDIUM = (_enum, _range, _array)
 _HARD = (_nested, _format, "ref", _min_items, _pattern)
 
 
-def _draw(rng: random.Random, difficulty: str) -> tuple[dict, dict]:
+def _draw(rng: random.Random, difficulty: str) -> tuple[dict, dict, dict]:
+    """(schema, the drawn instance, the minimal instance) of one draw; both instances hold the required keys."""
     if difficulty == "easy":
         kinds = [_simple] * rng.randint(1, 2)
         p_required = 1.0
