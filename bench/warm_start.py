@@ -54,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
                         help='JSON per environment, e.g. \'{"default": 0.5, "math": 0.0}\'')
     parser.add_argument("--level-fraction", type=json.loads, default=None,
                         help='JSON "env/level" -> fraction of examples kept, e.g. \'{"json_schema/easy": 0.3}\'')
+    parser.add_argument("--result-digit-weight", type=float, default=None,
+                        help="loss weight of result digits after '=' (WarmStartConfig.result_digit_weight)")
+    parser.add_argument("--exclude-rl-tasks", action="store_true", default=None,
+                        help="leave out the RL run's whole default task set (WarmStartConfig.exclude_rl_tasks)")
     parser.add_argument("--envs", default=None, help="comma-separated SFT environments (default: WarmStartConfig's)")
     parser.add_argument("--init", type=Path, default=None, help="initial policy (default: the tiny policy's build)")
     parser.add_argument("--seed", type=int, default=0)
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     fields = {"steps": args.steps, "lr": args.lr, "batch_size": args.batch_size, "seed": args.seed,
-              "prompt_loss_weight": args.prompt_loss_weight, "level_fraction": args.level_fraction}
+              "prompt_loss_weight": args.prompt_loss_weight, "level_fraction": args.level_fraction,
+              "result_digit_weight": args.result_digit_weight, "exclude_rl_tasks": args.exclude_rl_tasks}
     if args.envs:
         fields["envs"] = args.envs.split(",")
     cfg = WarmStartConfig(**{k: v for k, v in fields.items() if v is not None})

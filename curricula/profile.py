@@ -134,13 +134,15 @@ class _Progress:
             self.stream.write("\n")
 
 
-async def _tasks(clients: dict) -> dict[str, list]:
-    """Every environment's training tasks, sorted by id (the orchestrator's split)."""
+async def _tasks(clients: dict, cfg) -> dict[str, list]:
+    """Every environment's training tasks, sorted by id (the orchestrator's split and `envs.NAME.difficulties`)."""
     out = {}
     for name, client in clients.items():
         info = await client.info()
         tasks = await client.tasks(count=info.task_count, seed=0)
-        out[name] = sorted((t for t in tasks if not is_heldout(name, t.task_id)), key=lambda t: t.task_id)
+        levels = cfg.envs[name].difficulties
+        out[name] = sorted((t for t in tasks if not is_heldout(name, t.task_id)
+                            and (levels is None or t.difficulty in levels)), key=lambda t: t.task_id)
     return out
 
 
@@ -167,7 +169,7 @@ async def profile(cfg, samples: int, out: Path, *, batch: int = 32, max_tasks: i
     own_worker = worker is None
     errors = 0
     try:
-        pools = await _tasks(clients)
+        pools = await _tasks(clients, cfg)
         todo = []
         for env, tasks in pools.items():
             tasks = tasks[:max_tasks] if max_tasks else tasks

@@ -14,6 +14,9 @@ class EnvConfig(Section):
     """Base URL of a running server (remote host); None starts a local server subprocess on a free port."""
     weight: float = Field(1.0, gt=0)
     """Mixing weight of this environment in each step's prompts."""
+    difficulties: list[str] | None = None
+    """Levels whose training tasks are drawn (None: every level). The held-out evaluation (eval.difficulty) is
+    unaffected. A level the policy never solves (or always solves) only costs rollouts: its groups carry no signal."""
     timeout_s: float = Field(30.0, gt=0)
     """Per-request timeout."""
     retries: int = Field(3, ge=0, le=20)

@@ -117,13 +117,21 @@ class Orchestrator:
             if len(unique) != info.task_count:
                 raise RuntimeError(f"environment {name!r} listed {info.task_count} tasks but sent {len(unique)} distinct")
             self.tasks[name] = unique
-            train = sorted(tid for tid in unique if not is_heldout(name, tid))
+            levels = self.cfg.envs[name].difficulties
+            if levels is not None and (unknown := sorted(set(levels) - set(info.difficulties))):
+                raise ValueError(f"envs.{name}.difficulties: {unknown} not among {name}'s levels "
+                                 f"{list(info.difficulties)}")
+            train = sorted(tid for tid, t in unique.items()
+                           if not is_heldout(name, tid) and (levels is None or t.difficulty in levels))
+            if not train:
+                raise ValueError(f"environment {name!r} has no training task at levels {levels}")
             held = sorted((t for tid, t in unique.items() if is_heldout(name, tid) and t.difficulty == self.cfg.eval.difficulty),
                           key=lambda t: t.task_id)
             self.heldout[name] = held[: self.cfg.eval.tasks_per_env]
             pools[name] = train
             self.log(f"env {name}: {info.task_count} tasks ({len(train)} train, {len(self.heldout[name])} held-out "
-                     f"{self.cfg.eval.difficulty} for evaluation), levels {', '.join(info.difficulties)}")
+                     f"{self.cfg.eval.difficulty} for evaluation), levels {', '.join(info.difficulties)}"
+                     + (f"; training on {', '.join(levels)}" if levels is not None else ""))
         self.sampler = build_sampler(self.cfg.curriculum, pools, seed=self.cfg.run.seed, total_steps=self.cfg.run.steps,
                                      run_dir=self.run_dir, log=self.log)
 

@@ -40,6 +40,11 @@ class WarmStartConfig(Section):
     the RL run's default task set (3,000) is a prefix of these 30,000: held-out ids are excluded, and so is any
     task whose prompt equals a held-out prompt of the default set. The RL task set alone (~900 tasks per level)
     taught the tiny policy its training tasks by heart, not arithmetic."""
+    exclude_rl_tasks: bool = False
+    """Leave out every prompt of the RL run's default task set (3,000 per environment), not only its held-out
+    ones: RL then trains on tasks the warm start never saw, as it evaluates on. Off, the warm start has seen RL's
+    training tasks (~2 passes), and before RL it solves 22% of math medium training tasks against 9.5% of
+    held-out ones: RL first reinforces what SFT memorised."""
     level_fraction: dict[str, float] = {"json_schema/easy": 0.3}
     """Fraction of an "env/level"'s examples kept (a seeded subsample; unlisted levels keep all). JSON-schema easy
     (1-2 keys) is solved ~99% of the time after the warm start, so most of its examples are spent budget: at 0.3
@@ -63,6 +68,11 @@ class WarmStartConfig(Section):
     weigh 1). Predicting a JSON-schema prompt teaches the tiny model to copy keys several times faster than the
     response loss alone; a math prompt's operands are random digits, irreducible noise: easy math only, 400
     steps, greedy on training prompts solved 5/60 at weight 0.5 and 26/60 at 0."""
+    result_digit_weight: float = Field(1.0, ge=0)
+    """Loss weight of a response's digit tokens that follow `=` up to the next non-digit (the results of math's
+    one-digit facts `7+8=15`); other response tokens weigh 1. The facts are what the tiny policy learns last:
+    teacher-forced, the default warm start predicts 83% of easy and 61% of medium result digits, still rising
+    at its last step, while the formatting tokens around them are near-certain long before."""
     max_len: int = Field(512, ge=16)
     """Examples longer than this (prompt + response) are skipped and counted."""
     mtp_loss_weight: float = Field(0.3, ge=0)
@@ -93,12 +103,18 @@ class WarmStartConfig(Section):
         return self.prompt_loss_weight.get(env, self.prompt_loss_weight["default"])
 
     def digest(self) -> str:
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """Hash of the config. A field added after a warm start was built enters it only when set away from the
+        value that reproduces the older behaviour, so adding one does not make every existing warm start stale."""
+        later = {k for k, neutral in _ADDED_LATER.items() if getattr(self, k) == neutral}
+        return hashlib.sha256(self.model_dump_json(exclude=later).encode()).hexdigest()[:16]
 
 
-def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[int], int, float]], dict]:
-    """(token ids, number of prompt tokens, prompt loss weight) per reference solution, and counts per
-    environment."""
+_ADDED_LATER = {"result_digit_weight": 1.0, "exclude_rl_tasks": False}  # field -> its value that trains exactly as before it existed
+
+
+def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[int], int, float, list[int]]], dict]:
+    """(token ids, number of prompt tokens, prompt loss weight, positions of result digits) per reference solution,
+    and counts per environment."""
     from environments.registry import PluginError, load
 
     examples, stats = [], {}
@@ -112,7 +128,8 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
             raise ValueError(f"warm start: level_fraction names {key!r}: {env_name} has levels {list(levels)}")
     for name in cfg.envs:
         default = load(name)(options={}, seed=cfg.seed)  # the task set an RL run and rl.evaluate use
-        heldout = {_prompt_key(r) for r in default.load_tasks() if is_heldout(name, r.task.task_id)}
+        heldout = {_prompt_key(r) for r in default.load_tasks()
+                   if cfg.exclude_rl_tasks or is_heldout(name, r.task.task_id)}
         default.close()
         env = load(name)(options=cfg.env_options.get(name, {}), seed=cfg.seed)
         kept = skipped_long = skipped_heldout = subsampled = 0
@@ -130,12 +147,15 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
             messages = [{"role": m.role, "content": m.content} for m in task.prompt]
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            r_ids = tokenizer(env.reference_response(record), add_special_tokens=False)["input_ids"]
+            response = env.reference_response(record)
+            enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+            r_ids = enc["input_ids"]
             ids = p_ids + r_ids + [tokenizer.eos_token_id]
             if len(ids) > cfg.max_len:
                 skipped_long += 1
                 continue
-            examples.append((ids, len(p_ids), cfg.prompt_weight(name)))
+            digits = [len(p_ids) + j for j, span in enumerate(enc["offset_mapping"]) if _is_result_digit(response, *span)]
+            examples.append((ids, len(p_ids), cfg.prompt_weight(name), digits))
             kept += 1
         env.close()
         stats[name] = {"examples": kept, "skipped_too_long": skipped_long, "skipped_heldout_prompt": skipped_heldout,
@@ -143,6 +163,20 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
         if kept == 0:
             raise ValueError(f"warm start: environment {name!r} gave no example at levels {cfg.difficulties}")
     return examples, stats
+
+
+def _is_result_digit(text: str, start: int, end: int) -> bool:
+    """text[start:end] is all digits and the digits before it run back to an `=`.
+
+    >>> [_is_result_digit("7+8=15, so", i, i + 1) for i in range(6)]
+    [False, False, False, False, True, True]
+    """
+    if start >= end or not text[start:end].isdigit():
+        return False
+    i = start - 1
+    while i >= 0 and text[i].isdigit():
+        i -= 1
+    return i >= 0 and text[i] == "="
 
 
 def _prompt_key(record) -> tuple[str, ...]:
@@ -174,11 +208,12 @@ def _batches(examples: list, cfg: WarmStartConfig):
             input_ids = torch.zeros(len(chunk), width, dtype=torch.long)  # [B, L], 0 = <pad>
             attention = torch.zeros(len(chunk), width, dtype=torch.long)  # [B, L]
             weights = torch.zeros(len(chunk), width, dtype=torch.float32)  # [B, L] loss weight of each token
-            for row, (ids, n_prompt, prompt_weight) in enumerate(chunk):
+            for row, (ids, n_prompt, prompt_weight, digits) in enumerate(chunk):
                 input_ids[row, : len(ids)] = torch.tensor(ids)
                 attention[row, : len(ids)] = 1
                 weights[row, 1:n_prompt] = prompt_weight  # [P-1] prompt tokens (not the first)
                 weights[row, n_prompt : len(ids)] = 1.0
+                weights[row, digits] = cfg.result_digit_weight
             yield input_ids, weights, attention
 
 
@@ -218,7 +253,8 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every
             logits[:, :-1].float().reshape(-1, logits.shape[-1]), input_ids[:, 1:].reshape(-1), reduction="none"
         ).view(input_ids.shape[0], -1)  # [B, L-1]
         w = weights[:, 1:]  # [B, L-1]
-        loss = (nll * w).sum() / w.sum()
+        # normalised as if result digits weighed 1: result_digit_weight adds to their gradient, not shrinks the rest
+        loss = (nll * w).sum() / w.clamp(max=1.0).sum()
         if heads is not None:  # drafting every real token, prompts included; heads only (hidden detached)
             mtp_sum, counts = heads.loss(model, input_ids, hidden.pop(), attention, (w > 0).float())
             loss = loss + cfg.mtp_loss_weight * mtp_sum / max(counts["mtp/tokens"], 1.0) / len(heads.layers)

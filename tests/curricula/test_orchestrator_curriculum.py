@@ -120,3 +120,14 @@ def test_curriculum_in_the_orchestrator_follows_mu_feeds_back_and_resumes(tmp_pa
     row = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "curriculum/echo/mu" in r][-1]
     assert row["curriculum/echo/removed_solved"] == solved and row["curriculum/echo/pool_size"] == len(s.ids["echo"])
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_env_difficulties_restrict_the_training_pool_not_the_evaluation(tmp_path, echo_url):
+    full = _orch(tmp_path / "full", echo_url)
+    orch = _orch(tmp_path / "easy", echo_url, "envs.echo.difficulties=[easy]")
+    drawn = [t for s in range(5) for t in orch.draw(s)]
+    assert drawn and {t.difficulty for t in drawn} == {"easy"}
+    assert {t.difficulty for s in range(5) for t in full.draw(s)} > {"easy"}, "without the filter: every level"
+    assert [t.task_id for t in orch.heldout["echo"]] == [t.task_id for t in full.heldout["echo"]]
+    with pytest.raises(ValueError, match=r"envs.echo.difficulties: \['medum'\] not among echo's levels"):
+        _orch(tmp_path / "typo", echo_url, "envs.echo.difficulties=[easy,medum]")

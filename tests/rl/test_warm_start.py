@@ -73,7 +73,7 @@ def test_training_is_deterministic_and_lowers_the_loss(tiny_policy_dir, tmp_path
 def test_prompt_loss_weight_is_per_environment(tokenizer):
     cfg = WarmStartConfig(env_options=SMALL, prompt_loss_weight={"default": 0.5, "math": 0.0})
     examples, _ = collect_examples(cfg, tokenizer)
-    texts = [(tokenizer.decode(ids[:n]), w) for ids, n, w in examples]
+    texts = [(tokenizer.decode(ids[:n]), w) for ids, n, w, _ in examples]
     assert {w for t, w in texts if "Compute" in t or "\\boxed" in t} == {0.0}
     assert {w for t, w in texts if "JSON" in t} == {0.5}
     _, weights, _ = next(_batches(examples, cfg.model_copy(update={"batch_size": 64})))
@@ -89,7 +89,7 @@ def test_level_fraction_subsamples_one_level(tokenizer):
     assert st_half["math"] == st_full["math"], "other environments keep every example"
 
     def easy_json(examples):  # easy JSON-schema prompts are the short ones: 1-2 keys
-        return [ids for ids, n, _ in examples if "JSON" in tokenizer.decode(ids[:n]) and
+        return [ids for ids, n, *_ in examples if "JSON" in tokenizer.decode(ids[:n]) and
                 len(json.loads(tokenizer.decode(ids[:n]).split("schema: ", 1)[1].split("<", 1)[0])["properties"]) <= 2]
 
     n_full, n_half = len(easy_json(ex_full)), len(easy_json(ex_half))
@@ -137,3 +137,40 @@ def test_staleness_names_an_edited_generator_or_config(tiny_policy_dir, tmp_path
     monkeypatch.setattr(tp, "corpus_sources_digest", lambda: "edited")  # what an edited generator file gives
     reason = staleness(tmp_path / "warm", init, cfg)
     assert "generator sources" in reason and "python -m rl.warm_start" in reason, reason
+
+
+def test_result_digits_weigh_result_digit_weight(tokenizer):
+    cfg = WarmStartConfig(env_options=SMALL, result_digit_weight=4.0)
+    examples, _ = collect_examples(cfg, tokenizer)
+    math_ex = [e for e in examples if "Compute" in tokenizer.decode(e[0][: e[1]])]
+    json_ex = [e for e in examples if "JSON" in tokenizer.decode(e[0][: e[1]])]
+    assert math_ex and all(digits for *_, digits in math_ex), "every arithmetic working has a result"
+    for ids, n_prompt, _, digits in math_ex[:50]:
+        response = tokenizer.decode(ids[n_prompt:-1])
+        # the marked tokens, in order, spell the digits after each "=" (37+48: 7+8=15, ... -> "15", ...)
+        expected = "".join(d for part in response.split("=")[1:] for d in part[: len(part) - len(part.lstrip("0123456789"))])
+        assert "".join(tokenizer.decode([ids[i]]) for i in digits) == expected, response
+        assert all(n_prompt <= i < len(ids) - 1 for i in digits)
+    # JSON-schema numbers follow ":" not "=": untouched
+    assert all(not digits for *_, digits in json_ex)
+    (ids, n_prompt, _, digits), *_ = math_ex
+    _, weights, _ = next(_batches([(ids, n_prompt, 0.0, digits)], cfg.model_copy(update={"batch_size": 1})))
+    assert weights[0, digits].eq(4.0).all() and weights[0, n_prompt:].eq(1.0).sum() == len(ids) - n_prompt - len(digits)
+    # fields that came after warm starts were built leave the digest alone at the old behaviour
+    plain = WarmStartConfig().model_dump_json(exclude={"result_digit_weight", "exclude_rl_tasks"})
+    import hashlib
+    assert WarmStartConfig().digest() == hashlib.sha256(plain.encode()).hexdigest()[:16]
+    assert WarmStartConfig(result_digit_weight=4.0).digest() != WarmStartConfig().digest()
+
+
+def test_exclude_rl_tasks_leaves_out_every_prompt_of_the_default_task_set(tokenizer):
+    cfg = WarmStartConfig(envs=["math"], env_options={"math": {"num_tasks": 3300}}, exclude_rl_tasks=True)
+    examples, stats = collect_examples(cfg, tokenizer)
+    env = load("math")(options={}, seed=0)
+    default = {r.task.prompt[-1].content for r in env.load_tasks()}
+    env.close()
+    prompts = {tokenizer.decode(ids[:n]) for ids, n, *_ in examples}
+    assert 0 < len(examples) < 300 * 2 / 3 + 1, stats  # only indices 3000-3299 of easy and medium remain
+    assert not [p for p in prompts for d in default if d in p], "an RL task's prompt in the SFT data"
+    kept = collect_examples(cfg.model_copy(update={"exclude_rl_tasks": False}), tokenizer)[1]["math"]["examples"]
+    assert kept > 10 * len(examples), "without the option the RL training tasks are SFT data"
