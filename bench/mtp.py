@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         policy = build_tiny(Path(tmp.name) / "policy")
         if args.sft_steps:
             sft = WarmStartConfig(envs=["math"], steps=args.sft_steps, env_options={"math": {"num_tasks": 6000}},
-                                  mtp_loss_weight=args.sft_mtp_weight)
+                                  mtp_loss_weight=args.sft_mtp_weight, exclude_rl_tasks=False)
             t0 = time.time()
             info = train(policy, policy, sft, log=lambda line: None)
             if not args.sft_mtp_weight:

@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
                         help='JSON "env/level" -> fraction of examples kept, e.g. \'{"json_schema/easy": 0.3}\'')
     parser.add_argument("--result-digit-weight", type=float, default=None,
                         help="loss weight of result digits after '=' (WarmStartConfig.result_digit_weight)")
-    parser.add_argument("--exclude-rl-tasks", action="store_true", default=None,
-                        help="leave out the RL run's whole default task set (WarmStartConfig.exclude_rl_tasks)")
+    parser.add_argument("--exclude-rl-tasks", action=argparse.BooleanOptionalAction, default=None,
+                        help="leave out the RL run's whole default task set (WarmStartConfig.exclude_rl_tasks; "
+                             "default on)")
     parser.add_argument("--envs", default=None, help="comma-separated SFT environments (default: WarmStartConfig's)")
     parser.add_argument("--init", type=Path, default=None, help="initial policy (default: the tiny policy's build)")
     parser.add_argument("--seed", type=int, default=0)

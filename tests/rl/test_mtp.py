@@ -173,7 +173,8 @@ def test_warm_start_trains_the_mtp_layers_and_saves_them(tmp_path):
     from rl.warm_start import WarmStartConfig, train
 
     init = build_tiny(tmp_path / "init")
-    cfg = WarmStartConfig(envs=["math"], steps=8, batch_size=4, env_options={"math": {"num_tasks": 300}})
+    cfg = WarmStartConfig(envs=["math"], steps=8, batch_size=4, env_options={"math": {"num_tasks": 300}},
+                          exclude_rl_tasks=False)
     train(init, tmp_path / "out", cfg, log=lambda line: None)
     config = AutoConfig.from_pretrained(tmp_path / "out")
     before, after = load_heads(config, init).state_dict(), load_heads(config, tmp_path / "out").state_dict()

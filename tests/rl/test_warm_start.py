@@ -13,6 +13,8 @@ from environments.registry import load
 from rl.warm_start import MARKER, WarmStartConfig, _batches, collect_examples, is_current, train
 
 SMALL = {"math": {"num_tasks": 900}, "json_schema": {"num_tasks": 900}}
+# 900 tasks are a prefix of the RL run's default 3,000: keep them (exclude_rl_tasks has its own test)
+ON_SMALL = {"env_options": SMALL, "exclude_rl_tasks": False}
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def _heldout_prompts(name: str) -> set[str]:
 
 
 def test_examples_leave_out_heldout_tasks_and_their_prompts(tokenizer):
-    cfg = WarmStartConfig(env_options=SMALL)
+    cfg = WarmStartConfig(**ON_SMALL)
     examples, stats = collect_examples(cfg, tokenizer)
     assert stats["math"]["examples"] > 400 and stats["json_schema"]["examples"] > 300, stats  # JSON easy: 0.3 kept
     # the easy arithmetic space is small: some generated tasks repeat a held-out prompt under another id
@@ -42,19 +44,20 @@ def test_examples_leave_out_heldout_tasks_and_their_prompts(tokenizer):
         assert not leaked, f"{name}: held-out prompts in the SFT data: {leaked[:3]}"
     # every example ends with <eos> after a non-empty response
     assert all(ids[-1] == tokenizer.eos_token_id and len(ids) > n_prompt + 1 for ids, n_prompt, *_ in examples)
-    more = WarmStartConfig(env_options={"math": {"num_tasks": 1800}, "json_schema": {"num_tasks": 900}})
+    more = WarmStartConfig(env_options={"math": {"num_tasks": 1800}, "json_schema": {"num_tasks": 900}},
+                           exclude_rl_tasks=False)
     assert collect_examples(more, tokenizer)[1]["math"]["examples"] > stats["math"]["examples"], \
         "env_options reach the generator: more tasks, more examples"
 
 
 def test_an_environment_without_examples_is_a_clear_error(tokenizer):
-    cfg = WarmStartConfig(envs=["math"], difficulties=["nonexistent"], env_options=SMALL)
+    cfg = WarmStartConfig(envs=["math"], difficulties=["nonexistent"], **ON_SMALL)
     with pytest.raises(ValueError, match="no example at levels"):
         collect_examples(cfg, tokenizer)
 
 
 def test_training_is_deterministic_and_lowers_the_loss(tiny_policy_dir, tmp_path):
-    cfg = WarmStartConfig(steps=12, batch_size=4, warmup_steps=2, env_options=SMALL)
+    cfg = WarmStartConfig(steps=12, batch_size=4, warmup_steps=2, **ON_SMALL)
     a = train(tiny_policy_dir, tmp_path / "a", cfg, log=lambda *_: None)
     b = train(tiny_policy_dir, tmp_path / "b", cfg, log=lambda *_: None)
     assert a["first_loss"] == b["first_loss"] and a["final_loss"] == b["final_loss"], (a, b)
@@ -66,12 +69,12 @@ def test_training_is_deterministic_and_lowers_the_loss(tiny_policy_dir, tmp_path
     marker = json.loads((tmp_path / "a" / MARKER).read_text())
     assert marker["digest"] == cfg.digest() and marker["examples"]["math"]["examples"] > 0
     assert is_current(tmp_path / "a", cfg)
-    assert not is_current(tmp_path / "a", WarmStartConfig(steps=13, batch_size=4, warmup_steps=2, env_options=SMALL))
+    assert not is_current(tmp_path / "a", WarmStartConfig(steps=13, batch_size=4, warmup_steps=2, **ON_SMALL))
     assert not is_current(tmp_path / "a", WarmStartConfig(steps=12, batch_size=4, warmup_steps=2))
 
 
 def test_prompt_loss_weight_is_per_environment(tokenizer):
-    cfg = WarmStartConfig(env_options=SMALL, prompt_loss_weight={"default": 0.5, "math": 0.0})
+    cfg = WarmStartConfig(**ON_SMALL, prompt_loss_weight={"default": 0.5, "math": 0.0})
     examples, _ = collect_examples(cfg, tokenizer)
     texts = [(tokenizer.decode(ids[:n]), w) for ids, n, w, _ in examples]
     assert {w for t, w in texts if "Compute" in t or "\\boxed" in t} == {0.0}
@@ -83,8 +86,8 @@ def test_prompt_loss_weight_is_per_environment(tokenizer):
 
 
 def test_level_fraction_subsamples_one_level(tokenizer):
-    full = WarmStartConfig(env_options=SMALL, level_fraction={})
-    half = WarmStartConfig(env_options=SMALL, level_fraction={"json_schema/easy": 0.5})
+    full = WarmStartConfig(**ON_SMALL, level_fraction={})
+    half = WarmStartConfig(**ON_SMALL, level_fraction={"json_schema/easy": 0.5})
     (ex_full, st_full), (ex_half, st_half) = collect_examples(full, tokenizer), collect_examples(half, tokenizer)
     assert st_half["math"] == st_full["math"], "other environments keep every example"
 
@@ -99,7 +102,7 @@ def test_level_fraction_subsamples_one_level(tokenizer):
     assert collect_examples(half, tokenizer)[0] == ex_half, "seeded: the same subsample every time"
     for typo, reason in (("json/easy", "json"), ("json_schema/eazy", "has levels")):
         with pytest.raises(ValueError, match=f"level_fraction names '{typo}'.*{reason}"):
-            collect_examples(WarmStartConfig(env_options=SMALL, level_fraction={typo: 0.5}), tokenizer)
+            collect_examples(WarmStartConfig(**ON_SMALL, level_fraction={typo: 0.5}), tokenizer)
     with pytest.raises(ValueError, match="fraction in"):
         WarmStartConfig(level_fraction={"json_schema/easy": 0.0})
 
@@ -109,7 +112,7 @@ def test_a_rebuilt_initial_policy_makes_the_warm_start_stale(tiny_policy_dir, tm
 
     from rl.tiny_policy import BUILD_MARKER
 
-    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, env_options=SMALL)
+    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, **ON_SMALL)
     init = tmp_path / "init"
     shutil.copytree(tiny_policy_dir, init)
     train(init, tmp_path / "warm", cfg, log=lambda *_: None)
@@ -127,7 +130,7 @@ def test_staleness_names_an_edited_generator_or_config(tiny_policy_dir, tmp_path
     import rl.tiny_policy as tp
     from rl.warm_start import staleness
 
-    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, env_options=SMALL)
+    cfg = WarmStartConfig(steps=2, batch_size=2, warmup_steps=1, **ON_SMALL)
     init = tmp_path / "init"
     shutil.copytree(tiny_policy_dir, init)
     train(init, tmp_path / "warm", cfg, log=lambda *_: None)
@@ -140,7 +143,7 @@ def test_staleness_names_an_edited_generator_or_config(tiny_policy_dir, tmp_path
 
 
 def test_result_digits_weigh_result_digit_weight(tokenizer):
-    cfg = WarmStartConfig(env_options=SMALL, result_digit_weight=4.0)
+    cfg = WarmStartConfig(**ON_SMALL, result_digit_weight=4.0)
     examples, _ = collect_examples(cfg, tokenizer)
     math_ex = [e for e in examples if "Compute" in tokenizer.decode(e[0][: e[1]])]
     json_ex = [e for e in examples if "JSON" in tokenizer.decode(e[0][: e[1]])]
@@ -157,14 +160,16 @@ def test_result_digits_weigh_result_digit_weight(tokenizer):
     _, weights, _ = next(_batches([(ids, n_prompt, 0.0, digits)], cfg.model_copy(update={"batch_size": 1})))
     assert weights[0, digits].eq(4.0).all() and weights[0, n_prompt:].eq(1.0).sum() == len(ids) - n_prompt - len(digits)
     # fields that came after warm starts were built leave the digest alone at the old behaviour
-    plain = WarmStartConfig().model_dump_json(exclude={"result_digit_weight", "exclude_rl_tasks"})
+    old = WarmStartConfig(exclude_rl_tasks=False)
+    plain = old.model_dump_json(exclude={"result_digit_weight", "exclude_rl_tasks"})
     import hashlib
-    assert WarmStartConfig().digest() == hashlib.sha256(plain.encode()).hexdigest()[:16]
-    assert WarmStartConfig(result_digit_weight=4.0).digest() != WarmStartConfig().digest()
+    assert old.digest() == hashlib.sha256(plain.encode()).hexdigest()[:16]
+    assert len({old.digest(), WarmStartConfig().digest(), WarmStartConfig(result_digit_weight=4.0).digest()}) == 3
 
 
 def test_exclude_rl_tasks_leaves_out_every_prompt_of_the_default_task_set(tokenizer):
-    cfg = WarmStartConfig(envs=["math"], env_options={"math": {"num_tasks": 3300}}, exclude_rl_tasks=True)
+    cfg = WarmStartConfig(envs=["math"], env_options={"math": {"num_tasks": 3300}})
+    assert cfg.exclude_rl_tasks, "the default"
     examples, stats = collect_examples(cfg, tokenizer)
     env = load("math")(options={}, seed=0)
     default = {r.task.prompt[-1].content for r in env.load_tasks()}
