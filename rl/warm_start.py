@@ -38,8 +38,8 @@ class WarmStartConfig(Section):
     env_options: dict[str, dict] = {"math": {"num_tasks": 30000}, "json_schema": {"num_tasks": 30000}}
     """Options of each environment for the SFT data. The generated tasks depend only on (seed, level, index), so
     the RL run's default task set (3,000) is a prefix of these 30,000: held-out ids are excluded, and so is any
-    task whose prompt equals a prompt of the default set (a held-out one only, with exclude_rl_tasks off). The RL task set alone (~900 tasks per level)
-    taught the tiny policy its training tasks by heart, not arithmetic."""
+    task whose prompt equals a prompt of the default set (a held-out one only, with exclude_rl_tasks off). The
+    RL task set alone (~900 tasks per level) taught the tiny policy its training tasks by heart, not arithmetic."""
     exclude_rl_tasks: bool = True
     """Leave out every prompt of the RL run's default task set (3,000 per environment), not only its held-out
     ones: RL then trains on tasks the warm start never saw, like the held-out ones it is evaluated on. Until
@@ -109,7 +109,8 @@ class WarmStartConfig(Section):
         return hashlib.sha256(self.model_dump_json(exclude=later).encode()).hexdigest()[:16]
 
 
-_ADDED_LATER = {"result_digit_weight": 1.0, "exclude_rl_tasks": False}  # field -> its value that trains exactly as before it existed
+# field -> its value that trains exactly as before the field existed
+_ADDED_LATER = {"result_digit_weight": 1.0, "exclude_rl_tasks": False}
 
 
 def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[int], int, float, list[int]]], dict]:
@@ -154,7 +155,8 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
             if len(ids) > cfg.max_len:
                 skipped_long += 1
                 continue
-            digits = [len(p_ids) + j for j, span in enumerate(enc["offset_mapping"]) if _is_result_digit(response, *span)]
+            digits = [len(p_ids) + j for j, span in enumerate(enc["offset_mapping"])
+                      if _is_result_digit(response, *span)]
             examples.append((ids, len(p_ids), cfg.prompt_weight(name), digits))
             kept += 1
         env.close()

@@ -151,7 +151,8 @@ def test_result_digits_weigh_result_digit_weight(tokenizer):
     for ids, n_prompt, _, digits in math_ex[:50]:
         response = tokenizer.decode(ids[n_prompt:-1])
         # the marked tokens, in order, spell the digits after each "=" (37+48: 7+8=15, ... -> "15", ...)
-        expected = "".join(d for part in response.split("=")[1:] for d in part[: len(part) - len(part.lstrip("0123456789"))])
+        parts = response.split("=")[1:]
+        expected = "".join(part[: len(part) - len(part.lstrip("0123456789"))] for part in parts)
         assert "".join(tokenizer.decode([ids[i]]) for i in digits) == expected, response
         assert all(n_prompt <= i < len(ids) - 1 for i in digits)
     # JSON-schema numbers follow ":" not "=": untouched
