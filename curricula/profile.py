@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from curricula.split import is_heldout
+from curricula.split import training_tasks
 
 PASS_THRESHOLD = 1.0 - 1e-9  # reward >= 1 passes (rl/evaluate.py pass_rate)
 
@@ -140,9 +140,7 @@ async def _tasks(clients: dict, cfg) -> dict[str, list]:
     for name, client in clients.items():
         info = await client.info()
         tasks = await client.tasks(count=info.task_count, seed=0)
-        levels = cfg.envs[name].difficulties
-        out[name] = sorted((t for t in tasks if not is_heldout(name, t.task_id)
-                            and (levels is None or t.difficulty in levels)), key=lambda t: t.task_id)
+        out[name] = training_tasks(name, tasks, cfg.envs[name].difficulties, info.difficulties)
     return out
 
 

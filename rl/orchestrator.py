@@ -26,7 +26,7 @@ import ray
 import torch
 
 from curricula.base import TaskSampler, build_sampler, split_prompts
-from curricula.split import is_heldout
+from curricula.split import is_heldout, training_tasks
 from environments.client import EnvClient
 from rl.evaluate import pass_rate
 from rl.learner import collate
@@ -118,13 +118,7 @@ class Orchestrator:
                 raise RuntimeError(f"environment {name!r} listed {info.task_count} tasks but sent {len(unique)} distinct")
             self.tasks[name] = unique
             levels = self.cfg.envs[name].difficulties
-            if levels is not None and (unknown := sorted(set(levels) - set(info.difficulties))):
-                raise ValueError(f"envs.{name}.difficulties: {unknown} not among {name}'s levels "
-                                 f"{list(info.difficulties)}")
-            train = sorted(tid for tid, t in unique.items()
-                           if not is_heldout(name, tid) and (levels is None or t.difficulty in levels))
-            if not train:
-                raise ValueError(f"environment {name!r} has no training task at levels {levels}")
+            train = [t.task_id for t in training_tasks(name, unique.values(), levels, info.difficulties)]
             held = sorted((t for tid, t in unique.items() if is_heldout(name, tid) and t.difficulty == self.cfg.eval.difficulty),
                           key=lambda t: t.task_id)
             self.heldout[name] = held[: self.cfg.eval.tasks_per_env]

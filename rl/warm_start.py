@@ -129,8 +129,8 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
             raise ValueError(f"warm start: level_fraction names {key!r}: {env_name} has levels {list(levels)}")
     for name in cfg.envs:
         default = load(name)(options={}, seed=cfg.seed)  # the task set an RL run and rl.evaluate use
-        heldout = {_prompt_key(r) for r in default.load_tasks()
-                   if cfg.exclude_rl_tasks or is_heldout(name, r.task.task_id)}
+        excluded = {_prompt_key(r) for r in default.load_tasks()  # held-out prompts, or all with exclude_rl_tasks
+                    if cfg.exclude_rl_tasks or is_heldout(name, r.task.task_id)}
         default.close()
         env = load(name)(options=cfg.env_options.get(name, {}), seed=cfg.seed)
         kept = skipped_long = skipped_heldout = subsampled = 0
@@ -142,7 +142,7 @@ def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[i
             if keep.random() >= cfg.level_fraction.get(f"{name}/{task.difficulty}", 1.0):
                 subsampled += 1
                 continue
-            if _prompt_key(record) in heldout:
+            if _prompt_key(record) in excluded:
                 skipped_heldout += 1
                 continue
             messages = [{"role": m.role, "content": m.content} for m in task.prompt]

@@ -131,3 +131,17 @@ def test_env_difficulties_restrict_the_training_pool_not_the_evaluation(tmp_path
     assert [t.task_id for t in orch.heldout["echo"]] == [t.task_id for t in full.heldout["echo"]]
     with pytest.raises(ValueError, match=r"envs.echo.difficulties: \['medum'\] not among echo's levels"):
         _orch(tmp_path / "typo", echo_url, "envs.echo.difficulties=[easy,medum]")
+
+
+def test_training_tasks_is_the_one_filter_of_the_orchestrator_and_the_profiler():
+    from types import SimpleNamespace
+
+    from curricula.split import training_tasks
+
+    tasks = [SimpleNamespace(task_id=f"t-{i}", difficulty=("easy", "hard")[i % 2]) for i in range(40)]
+    easy = training_tasks("echo", tasks, ["easy"], ("easy", "medium", "hard"))
+    assert easy and [t.task_id for t in easy] == sorted(t.task_id for t in tasks
+                                                        if t.difficulty == "easy" and not is_heldout("echo", t.task_id))
+    with pytest.raises(ValueError, match=r"envs.echo.difficulties: no training task at levels \['medium'\]"):
+        training_tasks("echo", tasks, ["medium"], ("easy", "medium", "hard"))
+    assert training_tasks("echo", [], None, ("easy",)) == [], "no filter: an empty pool is the sampler's error"
