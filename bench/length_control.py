@@ -27,6 +27,23 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
+def chat_policy(base: Path, out: Path, steps: int, log=print) -> Path:
+    """The policy the chat runs start from: `base` (the default warm start, which has seen no chat) fine-tuned for
+    `steps` on the chat environment's helpful references (environments/chat: on topic, short or padded with
+    filler, some with a thinking part). RL on chat starts from an instruction-tuned model; without this step the
+    tiny policy never names the topic, every judge score is 1, and the base reward cannot move either way.
+    Cached at `out` (rebuilt when its settings change)."""
+    from rl.warm_start import WarmStartConfig, is_current, train
+
+    cfg = WarmStartConfig(envs=["chat"], env_options={"chat": {"num_tasks": 2000}},
+                          difficulties=["easy", "medium", "hard"], exclude_rl_tasks=False, level_fraction={},
+                          prompt_loss_weight={"default": 0.0}, steps=steps, lr=1e-3, warmup_steps=10)
+    if not is_current(out, cfg, base):
+        info = train(base, out, cfg, log=log)
+        log(f"chat policy: {steps} steps on {json.dumps(info['examples'])} in {info['seconds']}s -> {out}")
+    return out
+
+
 def one_run(seed: int, control: bool, args) -> dict:
     from genrm.serve import GenRMClient, start_local, stop_local
     from genrm.service import GenRMConfig
@@ -102,6 +119,8 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--judge-path", default="tiny-judge")
     p.add_argument("--model", default="tiny", help="policy: 'tiny' (warm-started) or a model directory")
+    p.add_argument("--chat-sft-steps", type=int, default=150,
+                   help="fine-tune --model on chat references first (0: use --model as it is)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-length-control"))
     p.add_argument("--run-timeout-s", type=float, default=3600)
     p.add_argument("--json", type=Path, default=None)
@@ -112,6 +131,14 @@ def main() -> int:
         from genrm.build_judge import ensure_judge
 
         ensure_judge()
+    if args.chat_sft_steps:
+        from rl.model import TINY_POLICY_DIR
+
+        base = Path(args.model) if args.model != "tiny" else TINY_POLICY_DIR
+        if not (base / "config.json").exists():
+            raise SystemExit(f"{base}: no policy there (python -m rl.warm_start builds the tiny one)")
+        args.model = str(chat_policy(base, Path(args.output_dir) / f"policy-chat{args.chat_sft_steps}",
+                                     args.chat_sft_steps))
     results = []
     for seed in args.seeds:
         for control in (False, True):

@@ -47,7 +47,7 @@ class GenRMConfig(Section):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Judge weights dtype."""
     max_model_len: int = Field(512, ge=64)
-    """Judge context (prompt + critique) in judge tokens; the tiny judge has 512 character positions."""
+    """Judge context (prompt + critique) in judge tokens; the tiny judge has 512 positions."""
     max_new_tokens: int = Field(80, ge=8)
     """Judge output limit; a critique cut here fails to parse and is retried."""
     max_response_chars: int = Field(120, ge=8)

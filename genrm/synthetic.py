@@ -11,9 +11,10 @@ group relative length control is there to act on.
 from __future__ import annotations
 
 import random
+import re
 import string
 
-from genrm.judge import build_prompt, format_judgement
+from genrm.judge import build_prompt, format_judgement, split_thinking
 
 TOPICS = (
     "apple", "river", "cloud", "tiger", "piano", "bread", "stone", "candle", "garden", "rocket", "winter", "castle",
@@ -72,15 +73,34 @@ def maybe_think(rng: random.Random, word: str, response: str, p: float = 0.3) ->
     return f"<think>The topic is {word}.</think>{response}"
 
 
-def critique(a_good: bool, b_good: bool, word: str) -> tuple[str, float, float, str]:
-    """(critique, score A, score B, ranking) for the known labels."""
-    if a_good and b_good:
-        return f"Both mention {word}.", 5, 5, "tie"
-    if a_good:
-        return f"A mentions {word}, B does not.", 5, 1, "A"
-    if b_good:
-        return f"B mentions {word}, A does not.", 1, 5, "B"
-    return f"Neither mentions {word}.", 1, 1, "tie"
+_WORDS = re.compile(r"[a-z]+")
+_TOPIC_SET = frozenset(TOPICS)
+
+
+def subject(answer: str) -> str:
+    """The first topic word of an answer, or "nothing": what the judge's critique says the answer is about.
+
+    >>> subject("Sure, river is nice."), subject("\\boxed{12}")
+    ('river', 'nothing')
+    """
+    return next((w for w in _WORDS.findall(answer.lower()) if w in _TOPIC_SET), "nothing")
+
+
+def critique(word: str, answer_a: str, answer_b: str) -> tuple[str, float, float, str]:
+    """(critique, score A, score B, ranking) of two answer parts to a prompt about `word`: helpful (5) when the
+    answer is about the topic, else 1. The critique writes the prompt's topic, then each answer's subject and
+    whether it is the topic, so each decision compares two words the judge has just written: asked to say
+    "A mentions river, B does not" directly, the tiny judge mixed up A and B or named the wrong topic (held-out
+    ranking accuracy 38-83%).
+
+    >>> critique("river", "I like river.", "wolf is great!")
+    ('The prompt asks about river. A is about river, on topic. B is about wolf, off topic.', 5, 1, 'A')
+    """
+    sub_a, sub_b = subject(answer_a), subject(answer_b)
+    on = lambda sub: "on topic" if sub == word else "off topic"  # noqa: E731
+    text = f"The prompt asks about {word}. A is about {sub_a}, {on(sub_a)}. B is about {sub_b}, {on(sub_b)}."
+    sa, sb = (5 if sub_a == word else 1), (5 if sub_b == word else 1)
+    return text, sa, sb, "A" if sa > sb else "B" if sb > sa else "tie"
 
 
 def preference_example(rng: random.Random, max_response_chars: int) -> dict:
@@ -89,7 +109,7 @@ def preference_example(rng: random.Random, max_response_chars: int) -> dict:
     a_good, b_good = rng.random() < 0.5, rng.random() < 0.5
     a = maybe_think(rng, word, good_response(rng, word) if a_good else bad_response(rng, word))
     b = maybe_think(rng, word, good_response(rng, word) if b_good else bad_response(rng, word))
-    text, sa, sb, rank = critique(a_good, b_good, word)
+    text, sa, sb, rank = critique(word, split_thinking(a)[1], split_thinking(b)[1])
     return {"user": build_prompt(prompt, a, b, max_response_chars=max_response_chars),
-            "target": format_judgement(text, sa, sb, rank), "a_good": a_good, "b_good": b_good,
+            "target": format_judgement(text, sa, sb, rank), "a_good": sa == 5, "b_good": sb == 5,
             "ranking": rank}

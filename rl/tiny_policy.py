@@ -111,8 +111,9 @@ def tokenizer_corpus(seed: int):
             env.close()
 
 
-def build_bpe_tokenizer(vocab_size: int, corpus_seed: int):
-    """Byte-pair tokenizer of `vocab_size` tokens learnt from tokenizer_corpus(corpus_seed); deterministic.
+def build_bpe_tokenizer(vocab_size: int, corpus_seed: int, corpus=None):
+    """Byte-pair tokenizer of `vocab_size` tokens learnt from tokenizer_corpus(corpus_seed), or from the texts
+    of `corpus` when given (the tiny judge's); deterministic.
 
     Special tokens come first (<pad> = 0, <eos> = 1, as in the character tokenizer), then every character of
     CHARSET, so any printable-ASCII text round-trips without <unk>.
@@ -124,7 +125,7 @@ def build_bpe_tokenizer(vocab_size: int, corpus_seed: int):
     tok.decoder = decoders.Fuse()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False,
                                   initial_alphabet=list(CHARSET), limit_alphabet=len(CHARSET))
-    tok.train_from_iterator(tokenizer_corpus(corpus_seed), trainer)
+    tok.train_from_iterator(tokenizer_corpus(corpus_seed) if corpus is None else corpus, trainer)
     return _wrap(tok)
 
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from environments.base import Environment, TaskRecord
 from genrm.judge import split_thinking
-from genrm.synthetic import PROMPTS, TOPICS
+from genrm.synthetic import PROMPTS, TOPICS, good_response, maybe_think
 from genrm.wire import LengthControlParams, ScoreItem, ScoreRequest
 from rl.types import Message, Task, Verdict
 
@@ -117,8 +117,18 @@ class ChatEnvironment(Environment):
         return records
 
     def reference_response(self, record: TaskRecord) -> str:
-        """A helpful response (mentions the topic): the judge's top score against an unhelpful one."""
-        return f"<think>The topic is {record.reference}.</think>Sure, {record.reference} is nice."
+        """A helpful response (mentions the topic): the judge's top score against an unhelpful one. Drawn per task
+        from genrm/synthetic.py's helpful forms, short or padded with filler sentences, some with a thinking part,
+        so a policy fine-tuned on them answers on topic at lengths that vary: what length control acts on.
+
+        >>> env = ChatEnvironment({"num_tasks": 40}); records = env.load_tasks()
+        >>> all(r.reference in env.reference_response(r) for r in records)
+        True
+        >>> len({len(env.reference_response(r)) for r in records}) > 10
+        True
+        """
+        rng = random.Random(f"{self.seed}/{record.task.task_id}")
+        return maybe_think(rng, record.reference, good_response(rng, record.reference))
 
     # -- scoring ---------------------------------------------------------------------------------
     def lengths(self, response: str) -> tuple[int, int]:

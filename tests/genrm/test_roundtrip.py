@@ -38,3 +38,7 @@ def test_chat_groups_scored_by_the_real_judge_engine():
     assert metrics.cohorts == 2 and metrics.comparisons == 8  # circular: N = 4 comparisons per group
     assert 8 <= metrics.judge_calls <= 16 and metrics.parse_failures <= 8  # retries bounded by max_retries
     assert 1 <= metrics.judge_batches <= 2  # usually both groups share one call (exact batching: test_service.py)
+    # the judge judges content: the on-topic responses (positions 0 and 2 of each group) outscore the others
+    helpful = [v.components["genrm_base"] for i, v in enumerate(verdicts) if i % 4 in (0, 2)]
+    unhelpful = [v.components["genrm_base"] for i, v in enumerate(verdicts) if i % 4 in (1, 3)]
+    assert sum(helpful) / 4 >= sum(unhelpful) / 4 + 1.0, (helpful, unhelpful)
