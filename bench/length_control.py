@@ -37,7 +37,7 @@ def chat_policy(base: Path, out: Path, steps: int, log=print) -> Path:
 
     cfg = WarmStartConfig(envs=["chat"], env_options={"chat": {"num_tasks": 2000}},
                           difficulties=["easy", "medium", "hard"], exclude_rl_tasks=False, level_fraction={},
-                          prompt_loss_weight={"default": 0.0}, steps=steps, lr=1e-3, warmup_steps=10)
+                          prompt_loss_weight={"default": 0.0}, steps=steps, lr=2e-3, warmup_steps=10)
     if not is_current(out, cfg, base):
         info = train(base, out, cfg, log=log)
         log(f"chat policy: {steps} steps on {json.dumps(info['examples'])} in {info['seconds']}s -> {out}")
@@ -119,7 +119,7 @@ def main() -> int:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--judge-path", default="tiny-judge")
     p.add_argument("--model", default="tiny", help="policy: 'tiny' (warm-started) or a model directory")
-    p.add_argument("--chat-sft-steps", type=int, default=150,
+    p.add_argument("--chat-sft-steps", type=int, default=600,
                    help="fine-tune --model on chat references first (0: use --model as it is)")
     p.add_argument("--output-dir", default=str(REPO / "runs" / "bench-length-control"))
     p.add_argument("--run-timeout-s", type=float, default=3600)

@@ -8,7 +8,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("module", ["genrm.comparisons", "genrm.length_control", "genrm.judge", "environments.chat"])
+@pytest.mark.parametrize("module", ["genrm.comparisons", "genrm.length_control", "genrm.judge", "genrm.synthetic",
+                                    "environments.chat"])
 def test_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
