@@ -1,5 +1,5 @@
 """The GenRM service end to end with the real embedded judge: built by genrm.build_judge (the demo path's judge,
-cached in .cache/tiny-judge like the tiny policy; built here first when missing, ~1.5 min on a quiet 2-core
+cached in .cache/tiny-judge like the tiny policy; built here first when missing, ~2 min on a quiet 2-core
 machine), served by `python -m genrm.serve` (its own vLLM engine, the only one this test starts), reached by
 the chat environment over HTTP."""
 
