@@ -75,14 +75,14 @@ def _judge_corpus(n: int):
 
 
 def build_init(out: Path, spec: JudgeSpec | None = None) -> Path:
-    """Tokenizer (rl/tiny_policy.build_tokenizer) + randomly initialised dense weights, deterministic from the seed."""
+    """Tokenizer (a BPE learnt from _judge_corpus, or with vocab_size 0 the character tokenizer) + randomly
+    initialised dense weights, deterministic from the seed."""
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    spec = spec or JUDGE_SPEC
-
     from rl.tiny_policy import CHAR_VOCAB_SIZE, build_bpe_tokenizer, build_tokenizer
 
+    spec = spec or JUDGE_SPEC
     if spec.vocab_size:
         tokenizer = build_bpe_tokenizer(spec.vocab_size, 0, corpus=_judge_corpus(spec.tokenizer_corpus))
     else:
