@@ -97,9 +97,10 @@ def critique(word: str, answer_a: str, answer_b: str) -> tuple[str, float, float
     ('The prompt asks about river. A is about river, on topic. B is about wolf, off topic.', 5, 1, 'A')
     """
     sub_a, sub_b = subject(answer_a), subject(answer_b)
-    on = lambda sub: "on topic" if sub == word else "off topic"  # noqa: E731
-    text = f"The prompt asks about {word}. A is about {sub_a}, {on(sub_a)}. B is about {sub_b}, {on(sub_b)}."
-    sa, sb = (5 if sub_a == word else 1), (5 if sub_b == word else 1)
+    on_a, on_b = sub_a == word, sub_b == word
+    verdict = lambda on: "on topic" if on else "off topic"  # noqa: E731
+    text = f"The prompt asks about {word}. A is about {sub_a}, {verdict(on_a)}. B is about {sub_b}, {verdict(on_b)}."
+    sa, sb = (5 if on_a else 1), (5 if on_b else 1)
     return text, sa, sb, "A" if sa > sb else "B" if sb > sa else "tie"
 
 
