@@ -212,13 +212,16 @@ class Learner:
                            "WORLD_SIZE": str(world_size), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
         import deepspeed
         from transformers import AutoModelForCausalLM
+
+        from rl.experts import experts_implementation
         gpu = torch.cuda.is_available() and cfg.num_gpus > 0
         backend = cfg.dist_backend if cfg.dist_backend != "auto" else ("nccl" if gpu else "gloo")
         deepspeed.init_distributed(dist_backend=backend)
         torch.manual_seed(seed)
         self.device = torch.device("cuda", 0) if gpu else torch.device("cpu")
         dtype = getattr(torch, model_cfg.dtype)
-        model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
+        kernels = experts_implementation(self.device)  # rl/experts.py on CPU, transformers' own on GPUs
+        model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype, **kernels)
         mtp = load_mtp(model, cfg, model_cfg.resolved_path())
         self.frozen = []
         if cfg.freeze_router:
@@ -266,7 +269,7 @@ class Learner:
         # scores every micro-batch once more under no_grad; kl_coef 0 loads nothing
         self.ref_model = None
         if self.loss_cfg.kl_coef > 0:
-            self.ref_model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype)
+            self.ref_model = AutoModelForCausalLM.from_pretrained(model_cfg.resolved_path(), dtype=dtype, **kernels)
             self.ref_model.requires_grad_(False).eval().to(self.device)
         params = [p for p in model.parameters() if p.requires_grad]
         self.engine, *_ = deepspeed.initialize(model=model, model_parameters=params, config=ds_config)

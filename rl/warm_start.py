@@ -19,6 +19,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 
@@ -50,9 +51,10 @@ class WarmStartConfig(Section):
     (1-2 keys) is solved ~99% of the time after the warm start, so most of its examples are spent budget: at 0.3
     the steps they took go to math and JSON-schema medium."""
     steps: int = Field(3900, ge=1)
-    """Optimizer steps: 3,900 took 275-288 s on the earlier quiet 2-core host and 420-480 s on the AMD EPYC host
-    of 2026-12-03 (the issue's budget is 5 minutes). Held-out pass rates there (README "Warm start"; temperature
-    1): math easy 46%, JSON easy 98%, math medium 21.5%, JSON medium 17.7%."""
+    """Optimizer steps: 3,900 take 264 s on the AMD EPYC host (quiet, 2026-12-04; 318-480 s there before the
+    CPU experts kernel and fused AdamW, 275-288 s on the earlier host; the issue's budget is 5 minutes).
+    Held-out pass rates (README "Warm start"; temperature 1, 16 samples): math easy 48.5%, JSON easy 96.5%,
+    math medium 25.4%, JSON medium 22.3%; other initial weights reach math medium 6-7% only."""
     batch_size: int = Field(16, ge=1)
     """Sequences per step."""
     lr: float = Field(2e-3, gt=0)
@@ -78,6 +80,12 @@ class WarmStartConfig(Section):
     mtp_loss_weight: float = Field(0.3, ge=0)
     """Weight of the multi-token-prediction loss for a policy with MTP layers (DeepSeek-V3 layout, rl/mtp.py),
     so its drafter starts RL trained; the tiny policy has none and ignores it (issue 8)."""
+    experts_implementation: Literal["polyrl_cpu", "grouped_mm", "batched_mm", "eager"] = "polyrl_cpu"
+    """transformers experts kernel of the MoE layers: "polyrl_cpu" (rl/experts.py; ~10% faster a step on CPU,
+    the same forward) or transformers' own ("grouped_mm", the warm start's kernel until 2026-12-04)."""
+    fused_adamw: bool = True
+    """torch's fused AdamW kernel (one call for all parameters instead of ~10 small ops each; off until
+    2026-12-04)."""
     autocast_bf16: bool = False
     """bfloat16 autocast. Off: for this MoE, transformers' grouped-expert path under CPU bf16 autocast ran at
     ~700 tok/s vs ~4,500 tok/s in float32 (measured here, batch 32 x 200)."""
@@ -110,7 +118,8 @@ class WarmStartConfig(Section):
 
 
 # field -> its value that trains exactly as before the field existed
-_ADDED_LATER = {"result_digit_weight": 1.0, "exclude_rl_tasks": False}
+_ADDED_LATER = {"result_digit_weight": 1.0, "exclude_rl_tasks": False, "experts_implementation": "grouped_mm",
+                "fused_adamw": False}
 
 
 def collect_examples(cfg: WarmStartConfig, tokenizer) -> tuple[list[tuple[list[int], int, float, list[int]]], dict]:
@@ -223,16 +232,22 @@ def train(init_dir: Path, out: Path, cfg: WarmStartConfig, log=print, save_every
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from rl import experts
+
     torch.manual_seed(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(init_dir)
     examples, stats = collect_examples(cfg, tokenizer)
-    model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32)
+    if cfg.experts_implementation == experts.NAME:
+        experts.register()
+    model = AutoModelForCausalLM.from_pretrained(init_dir, dtype=torch.float32,
+                                                 experts_implementation=cfg.experts_implementation)
     model.train()
     from rl.mtp import checkpoint_state, hook_hidden, write_heads
 
     heads, hidden = _mtp_heads(model, init_dir, cfg), []
     params = list(model.parameters()) + (list(heads.parameters()) if heads is not None else [])
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95),
+                            fused=cfg.fused_adamw or None)
     if heads is not None:  # the final-norm output of each forward: the MTP layers' input (rl/mtp.py)
         hook_hidden(model, hidden.append)
 

@@ -161,11 +161,13 @@ def test_result_digits_weigh_result_digit_weight(tokenizer):
     _, weights, _ = next(_batches([(ids, n_prompt, 0.0, digits)], cfg.model_copy(update={"batch_size": 1})))
     assert weights[0, digits].eq(4.0).all() and weights[0, n_prompt:].eq(1.0).sum() == len(ids) - n_prompt - len(digits)
     # fields that came after warm starts were built leave the digest alone at the old behaviour
-    old = WarmStartConfig(exclude_rl_tasks=False)
-    plain = old.model_dump_json(exclude={"result_digit_weight", "exclude_rl_tasks"})
+    old = WarmStartConfig(exclude_rl_tasks=False, experts_implementation="grouped_mm", fused_adamw=False)
+    plain = old.model_dump_json(exclude={"result_digit_weight", "exclude_rl_tasks", "experts_implementation",
+                                         "fused_adamw"})
     import hashlib
     assert old.digest() == hashlib.sha256(plain.encode()).hexdigest()[:16]
-    assert len({old.digest(), WarmStartConfig().digest(), WarmStartConfig(result_digit_weight=4.0).digest()}) == 3
+    assert len({old.digest(), WarmStartConfig().digest(), WarmStartConfig(result_digit_weight=4.0).digest(),
+                WarmStartConfig(fused_adamw=False).digest()}) == 4
 
 
 def test_exclude_rl_tasks_leaves_out_every_prompt_of_the_default_task_set(tokenizer):
