@@ -9,12 +9,20 @@ import torch
 from rl import experts
 
 
-def _tiny_qwen3_moe(implementation: str, seed: int = 0):
-    from transformers import AutoModelForCausalLM, Qwen3MoeConfig
+def _tiny_moe(kind: str, implementation: str, seed: int = 0):
+    """A 2-layer Qwen3-MoE (the tiny policy's layout) or DeepSeek-V3 (rl/mtp.py's), random weights."""
+    from transformers import AutoModelForCausalLM, DeepseekV3Config, Qwen3MoeConfig
 
-    cfg = Qwen3MoeConfig(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                         num_experts=8, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=0)
+    if kind == "qwen3_moe":
+        cfg = Qwen3MoeConfig(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                             num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                             num_experts=8, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=0)
+    else:
+        cfg = DeepseekV3Config(vocab_size=64, hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                               num_hidden_layers=2, first_k_dense_replace=0, n_routed_experts=8, num_experts_per_tok=2,
+                               n_group=1, topk_group=1, n_shared_experts=1, num_attention_heads=2,
+                               num_key_value_heads=2, q_lora_rank=None, kv_lora_rank=16, qk_rope_head_dim=8,
+                               qk_nope_head_dim=8, v_head_dim=8, max_position_embeddings=64, pad_token_id=0)
     experts.register()
     torch.manual_seed(seed)
     return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32, experts_implementation=implementation)
@@ -29,8 +37,9 @@ def _logits_and_grads(model, input_ids, attention):
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-def test_forward_and_gradients_match_transformers_grouped_mm():
-    reference, ours = _tiny_qwen3_moe("grouped_mm"), _tiny_qwen3_moe(experts.NAME)
+@pytest.mark.parametrize("kind", ["qwen3_moe", "deepseek_v3"])
+def test_forward_and_gradients_match_transformers_grouped_mm(kind):
+    reference, ours = _tiny_moe(kind, "grouped_mm"), _tiny_moe(kind, experts.NAME)
     assert ours.config._experts_implementation == experts.NAME
     input_ids = torch.randint(1, 64, (3, 20), generator=torch.Generator().manual_seed(1))  # [B, L]
     attention = torch.ones_like(input_ids)
